@@ -1,0 +1,102 @@
+//! Configuration: `berth.toml` < `BERTH_*` environment < command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use berth_blobstore::FsBlobStore;
+use berth_metastore::SqliteMetaStore;
+use berth_registry::Registry;
+use serde::{Deserialize, Serialize};
+
+/// Default listen address: loopback only, so a fresh install exposes nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA: &str = "berth-data";
+
+/// Options shared by every command that opens the stores.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Configuration file (TOML); `berth.toml` in the working directory is read if present.
+    #[arg(long, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: blobs, uploads and the metadata database.
+    #[arg(long, env = "BERTH_DATA")]
+    pub data: Option<PathBuf>,
+}
+
+/// `berth.toml`: every key optional.
+#[derive(Deserialize, Serialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Data directory.
+    pub data: Option<PathBuf>,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace_secs: Option<u64>,
+    /// Hours after which an unfinished upload session is removed.
+    pub upload_expiry_hours: Option<u64>,
+}
+
+/// The effective configuration, printed by `berth serve --print-config`.
+#[derive(Serialize, Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data: PathBuf,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+    /// Hours after which an unfinished upload session is removed.
+    pub upload_expiry_hours: u64,
+}
+
+impl StoreArgs {
+    /// Reads the configuration file named by `--config`, or `./berth.toml` when present.
+    pub fn file_config(&self) -> anyhow::Result<FileConfig> {
+        let path = match &self.config {
+            Some(p) => p.clone(),
+            None if Path::new("berth.toml").exists() => PathBuf::from("berth.toml"),
+            None => return Ok(FileConfig::default()),
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Resolves the effective configuration, with `listen` from flags or environment.
+    pub fn resolve(&self, listen: Option<&str>) -> anyhow::Result<Config> {
+        let file = self.file_config()?;
+        let listen = listen
+            .map(str::to_owned)
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        Ok(Config {
+            listen: listen
+                .parse()
+                .with_context(|| format!("listen address {listen:?} is not IP:PORT"))?,
+            data: self
+                .data
+                .clone()
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)),
+            shutdown_grace_secs: file.shutdown_grace_secs.unwrap_or(30),
+            upload_expiry_hours: file.upload_expiry_hours.unwrap_or(24),
+        })
+    }
+}
+
+/// Opens the embedded stores under `data` and builds the registry service.
+pub async fn open_registry(data: &Path) -> anyhow::Result<Arc<Registry>> {
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("creating data directory {}", data.display()))?;
+    let blobs = FsBlobStore::open(data)
+        .await
+        .with_context(|| format!("opening blob store in {}", data.display()))?;
+    let meta = SqliteMetaStore::open(&data.join("meta.db"))
+        .await
+        .with_context(|| format!("opening metadata database in {}", data.display()))?;
+    Ok(Arc::new(Registry::new(Arc::new(blobs), Arc::new(meta))))
+}

@@ -1,0 +1,97 @@
+//! `berth serve`: bind, serve `/v2`, expire stale uploads, stop gracefully.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_registry::Registry;
+use berth_registry::service::unix_now;
+use tokio::sync::Notify;
+
+use crate::config::{StoreArgs, open_registry};
+
+/// Flags of `berth serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on (default 127.0.0.1:5000).
+    #[arg(long, env = "BERTH_LISTEN")]
+    listen: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.store.resolve(args.listen.as_deref())?;
+    if args.print_config {
+        print!("{}", toml::to_string(&config)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let registry = open_registry(&config.data).await?;
+    let expiry = Duration::from_secs(config.upload_expiry_hours * 3600);
+    tokio::spawn(expire_uploads(registry.clone(), expiry));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(listen = %local, data = %config.data.display(), "berth is serving the OCI distribution API");
+    // Machine-readable line for scripts that start berth on port 0.
+    println!("listening on {local}");
+
+    let app = berth_http::router(registry);
+    let stopping = Arc::new(Notify::new());
+    let signalled = stopping.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new connections, letting requests in flight finish");
+        signalled.notify_one();
+    });
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    tokio::select! {
+        r = server => r.context("serving HTTP")?,
+        _ = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(secs = grace.as_secs(), "requests still running after the grace period; exiting");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Removes upload sessions older than `expiry`, at start and then hourly.
+async fn expire_uploads(registry: Arc<Registry>, expiry: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let before = unix_now() - expiry.as_secs() as i64;
+        match registry.expire_uploads(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired stale uploads"),
+            Err(e) => tracing::warn!(error = %e, "could not expire stale uploads"),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! berth's inbound HTTP adapter: the OCI Distribution `/v2` API on axum.
+//!
+//! Thin by design: each request is parsed into an [`Endpoint`], handed to the
+//! [`Registry`], and the result (or [`RegistryError`](berth_registry::RegistryError))
+//! is turned into headers and a body. Protocol rules live in `berth-registry`.
+
+mod blobs;
+mod discovery;
+pub mod endpoint;
+pub mod error;
+mod manifests;
+mod query;
+mod uploads;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_oci::ErrorCode;
+use berth_registry::Registry;
+
+pub use endpoint::Endpoint;
+use endpoint::PathError;
+use error::{ApiError, ApiResult};
+
+/// The header every `/v2` response carries, which docker checks on `GET /v2/`.
+pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+/// Header carrying a blob or manifest digest.
+pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+
+/// Shared state of every handler.
+pub type AppState = Arc<Registry>;
+
+/// The `/v2` router over a registry.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/v2", axum::routing::any(dispatch))
+        .route("/v2/", axum::routing::any(dispatch))
+        .route("/v2/{*rest}", axum::routing::any(dispatch))
+        .layer(axum::middleware::map_response(add_api_version))
+        .with_state(registry)
+}
+
+async fn add_api_version(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    res
+}
+
+async fn dispatch(State(reg): State<AppState>, req: Request) -> Response {
+    let endpoint = match Endpoint::parse(req.uri().path()) {
+        Ok(e) => e,
+        Err(PathError::Invalid(e)) => return ApiError::from(e).into_response(),
+        Err(PathError::NotFound) => {
+            return ApiError::new(
+                ErrorCode::Unsupported,
+                format!("no OCI endpoint at {}", req.uri().path()),
+            )
+            .with_status(StatusCode::NOT_FOUND)
+            .into_response();
+        }
+    };
+    let (parts, body) = req.into_parts();
+    route(&reg, endpoint, &parts, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn route(reg: &Registry, endpoint: Endpoint, req: &Parts, body: Body) -> ApiResult {
+    let method = req.method.clone();
+    match (endpoint, method) {
+        (Endpoint::Base, Method::GET | Method::HEAD) => Ok(json_response(StatusCode::OK, "{}")),
+        (Endpoint::Catalog, Method::GET) => discovery::catalog(reg, req).await,
+        (Endpoint::Tags(name), Method::GET) => discovery::tags(reg, &name, req).await,
+        (Endpoint::Referrers(name, digest), Method::GET) => {
+            discovery::referrers(reg, &name, &digest, req).await
+        }
+        (Endpoint::Blob(name, digest), m @ (Method::GET | Method::HEAD)) => {
+            blobs::get(reg, &name, &digest, req, m == Method::HEAD).await
+        }
+        (Endpoint::Blob(name, digest), Method::DELETE) => blobs::delete(reg, &name, &digest).await,
+        (Endpoint::UploadStart(name), Method::POST) => uploads::start(reg, &name, req, body).await,
+        (Endpoint::Upload(name, id), Method::GET) => uploads::status(reg, &name, &id).await,
+        (Endpoint::Upload(name, id), Method::PATCH) => {
+            uploads::patch(reg, &name, &id, req, body).await
+        }
+        (Endpoint::Upload(name, id), Method::PUT) => uploads::put(reg, &name, &id, req, body).await,
+        (Endpoint::Upload(name, id), Method::DELETE) => uploads::cancel(reg, &name, &id).await,
+        (Endpoint::Manifest(name, r), m @ (Method::GET | Method::HEAD)) => {
+            manifests::get(reg, &name, &r, req, m == Method::HEAD).await
+        }
+        (Endpoint::Manifest(name, r), Method::PUT) => {
+            manifests::put(reg, &name, &r, req, body).await
+        }
+        (Endpoint::Manifest(name, r), Method::DELETE) => manifests::delete(reg, &name, &r).await,
+        (_, m) => Err(ApiError::new(
+            ErrorCode::Unsupported,
+            format!("method {m} is not allowed on this endpoint"),
+        )),
+    }
+}
+
+/// A JSON response with the given status and pre-serialized body.
+pub(crate) fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A header value from a string known to be valid ASCII (digests, paths, numbers).
+pub(crate) fn hv(s: impl AsRef<str>) -> HeaderValue {
+    HeaderValue::from_str(s.as_ref()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Turns a request body into the registry's byte stream.
+pub(crate) fn body_stream(body: Body) -> berth_registry::ByteStream {
+    use futures_util::TryStreamExt;
+    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+}
+
+/// Turns a registry byte stream into a response body.
+pub(crate) fn body_stream_out(stream: berth_registry::ByteStream) -> Body {
+    Body::from_stream(stream)
+}

@@ -1,0 +1,9 @@
+//! Metadata store adapters for berth. Today: [`SqliteMetaStore`], the embedded default.
+//!
+//! Queries use the SQL subset SQLite and PostgreSQL share (`$n` parameters,
+//! `ON CONFLICT`, `RETURNING`), so the PostgreSQL adapter can reuse them.
+
+mod migrations;
+mod sqlite;
+
+pub use sqlite::SqliteMetaStore;

@@ -1,0 +1,595 @@
+//! [`SqliteMetaStore`]: metadata in one SQLite file (WAL mode).
+//!
+//! Writes go through a single connection, so SQLite never sees two writers and never
+//! answers `SQLITE_BUSY` to a transaction upgrade; reads use a separate pool and run in
+//! parallel with the writer thanks to WAL.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_oci::{Algorithm, Digest, RepoName, Tag};
+use berth_registry::ports::StoreResult;
+use berth_registry::service::unix_now;
+use berth_registry::{
+    BlobUnlink, ManifestDeletion, ManifestRefusal, MetaStore, NewManifest, Page, Referrer,
+    StorageError, StoredManifest, UploadId, UploadSession,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+
+fn db_err(e: sqlx::Error) -> StorageError {
+    StorageError::Backend(format!("metadata database: {e}"))
+}
+
+fn parse_digest(s: &str) -> StoreResult<Digest> {
+    s.parse()
+        .map_err(|e| StorageError::Backend(format!("corrupt digest {s:?} in database: {e}")))
+}
+
+/// Metadata in an embedded SQLite database.
+#[derive(Debug, Clone)]
+pub struct SqliteMetaStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+impl SqliteMetaStore {
+    /// Opens (creating and migrating if needed) the database file at `path`.
+    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before the client hears 201.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        crate::migrations::sqlite()
+            .run(&write)
+            .await
+            .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteMetaStore { read, write })
+    }
+}
+
+async fn repo_id(conn: &mut SqliteConnection, repo: &RepoName) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(unix_now())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT id FROM repositories WHERE name = $1")
+        .bind(repo.as_str())
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)
+}
+
+async fn insert_link(
+    conn: &mut SqliteConnection,
+    repo_id: i64,
+    digest: &Digest,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(repo_id)
+        .bind(digest.as_str())
+        .bind(unix_now())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn check_refs(
+    conn: &mut SqliteConnection,
+    repo_id: i64,
+    m: &NewManifest,
+) -> Result<Option<ManifestRefusal>, sqlx::Error> {
+    for (digest, declared) in &m.blob_refs {
+        let row = sqlx::query(
+            "SELECT b.size FROM repo_blobs rb JOIN blobs b ON b.digest = rb.digest
+             WHERE rb.repo_id = $1 AND rb.digest = $2",
+        )
+        .bind(repo_id)
+        .bind(digest.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Some(ManifestRefusal::Missing(digest.clone())));
+        };
+        let stored = row.try_get::<i64, _>(0)? as u64;
+        if stored != *declared {
+            return Ok(Some(ManifestRefusal::SizeMismatch {
+                digest: digest.clone(),
+                declared: *declared,
+                stored,
+            }));
+        }
+    }
+    for digest in &m.manifest_refs {
+        let found = sqlx::query("SELECT 1 FROM manifests WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        if found.is_none() {
+            return Ok(Some(ManifestRefusal::Missing(digest.clone())));
+        }
+    }
+    Ok(None)
+}
+
+fn page(mut items: Vec<String>, limit: u32) -> Page {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    Page { items, more }
+}
+
+#[async_trait]
+impl MetaStore for SqliteMetaStore {
+    async fn create_upload(&self, s: &UploadSession) -> StoreResult<()> {
+        sqlx::query("INSERT INTO upload_sessions (id, repo, algorithm, size, started_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(s.id.as_str())
+            .bind(s.repo.as_str())
+            .bind(s.algorithm.as_str())
+            .bind(s.size as i64)
+            .bind(s.started_at)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, id: &UploadId) -> StoreResult<Option<UploadSession>> {
+        let row = sqlx::query(
+            "SELECT repo, algorithm, size, started_at FROM upload_sessions WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let repo: String = row.try_get(0).map_err(db_err)?;
+        let algorithm: String = row.try_get(1).map_err(db_err)?;
+        Ok(Some(UploadSession {
+            id: id.clone(),
+            repo: RepoName::parse(&repo).map_err(StorageError::backend)?,
+            algorithm: Algorithm::parse(&algorithm).map_err(StorageError::backend)?,
+            size: row.try_get::<i64, _>(2).map_err(db_err)? as u64,
+            started_at: row.try_get(3).map_err(db_err)?,
+        }))
+    }
+
+    async fn set_upload_size(&self, id: &UploadId, size: u64) -> StoreResult<()> {
+        sqlx::query("UPDATE upload_sessions SET size = $1 WHERE id = $2")
+            .bind(size as i64)
+            .bind(id.as_str())
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> StoreResult<()> {
+        sqlx::query("DELETE FROM upload_sessions WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn upload_ids(&self) -> StoreResult<Vec<UploadId>> {
+        let rows = sqlx::query("SELECT id FROM upload_sessions")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>(0).ok())
+            .filter_map(|s| UploadId::parse(&s))
+            .collect())
+    }
+
+    async fn uploads_started_before(&self, before: i64) -> StoreResult<Vec<UploadId>> {
+        let rows = sqlx::query("SELECT id FROM upload_sessions WHERE started_at < $1")
+            .bind(before)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>(0).ok())
+            .filter_map(|s| UploadId::parse(&s))
+            .collect())
+    }
+
+    async fn record_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        finished: Option<&UploadId>,
+    ) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
+            .bind(digest.as_str())
+            .bind(size as i64)
+            .bind(unix_now())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let id = repo_id(&mut tx, repo).await.map_err(db_err)?;
+        insert_link(&mut tx, id, digest).await.map_err(db_err)?;
+        if let Some(upload) = finished {
+            sqlx::query("DELETE FROM upload_sessions WHERE id = $1")
+                .bind(upload.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn linked_blob_size(&self, repo: &RepoName, digest: &Digest) -> StoreResult<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT b.size FROM repositories r
+             JOIN repo_blobs rb ON rb.repo_id = r.id
+             JOIN blobs b ON b.digest = rb.digest
+             WHERE r.name = $1 AND rb.digest = $2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        row.map(|r| r.try_get::<i64, _>(0).map(|s| s as u64))
+            .transpose()
+            .map_err(db_err)
+    }
+
+    async fn repos_linking(&self, digest: &Digest, limit: u32) -> StoreResult<Vec<RepoName>> {
+        let rows = sqlx::query(
+            "SELECT r.name FROM repo_blobs rb JOIN repositories r ON r.id = rb.repo_id
+             WHERE rb.digest = $1 ORDER BY r.name LIMIT $2",
+        )
+        .bind(digest.as_str())
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>(0).ok())
+            .filter_map(|s| RepoName::parse(&s).ok())
+            .collect())
+    }
+
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let id = repo_id(&mut tx, repo).await.map_err(db_err)?;
+        insert_link(&mut tx, id, digest).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<BlobUnlink> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let user = sqlx::query(
+            "SELECT m.digest FROM manifests m
+             JOIN repositories r ON r.id = m.repo_id
+             JOIN manifest_refs mr ON mr.manifest_id = m.id
+             WHERE r.name = $1 AND mr.kind = 'blob' AND mr.digest = $2 LIMIT 1",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if let Some(row) = user {
+            let d: String = row.try_get(0).map_err(db_err)?;
+            return Ok(BlobUnlink::ReferencedBy(parse_digest(&d)?));
+        }
+        let done = sqlx::query(
+            "DELETE FROM repo_blobs WHERE digest = $2
+             AND repo_id = (SELECT id FROM repositories WHERE name = $1)",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(if done.rows_affected() > 0 {
+            BlobUnlink::Unlinked
+        } else {
+            BlobUnlink::NotLinked
+        })
+    }
+
+    async fn all_blobs(&self) -> StoreResult<Vec<(Digest, u64)>> {
+        let rows = sqlx::query("SELECT digest, size FROM blobs")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let d: String = r.try_get(0).map_err(db_err)?;
+                let s: i64 = r.try_get(1).map_err(db_err)?;
+                Ok((parse_digest(&d)?, s as u64))
+            })
+            .collect()
+    }
+
+    async fn forget_blob(&self, digest: &Digest) -> StoreResult<()> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        for sql in [
+            "DELETE FROM repo_blobs WHERE digest = $1",
+            "DELETE FROM blobs WHERE digest = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(digest.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn repo_exists(&self, repo: &RepoName) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM repositories WHERE name = $1")
+            .bind(repo.as_str())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(row.is_some())
+    }
+
+    async fn put_manifest(&self, m: &NewManifest) -> StoreResult<Result<(), ManifestRefusal>> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let repo = repo_id(&mut tx, &m.repo).await.map_err(db_err)?;
+        if let Some(refusal) = check_refs(&mut tx, repo, m).await.map_err(db_err)? {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(Err(refusal));
+        }
+        sqlx::query(
+            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, digest) DO NOTHING",
+        )
+        .bind(repo)
+        .bind(m.digest.as_str())
+        .bind(&m.media_type)
+        .bind(m.artifact_type.as_deref())
+        .bind(m.subject.as_ref().map(Digest::as_str))
+        .bind(m.annotations.as_deref())
+        .bind(m.bytes.len() as i64)
+        .bind(m.bytes.as_ref())
+        .bind(m.pushed_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let manifest_id: i64 =
+            sqlx::query("SELECT id FROM manifests WHERE repo_id = $1 AND digest = $2")
+                .bind(repo)
+                .bind(m.digest.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|r| r.try_get(0))
+                .map_err(db_err)?;
+        let refs = m
+            .blob_refs
+            .iter()
+            .map(|(d, _)| ("blob", d))
+            .chain(m.manifest_refs.iter().map(|d| ("manifest", d)));
+        for (kind, digest) in refs {
+            sqlx::query("INSERT INTO manifest_refs (manifest_id, kind, digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(manifest_id)
+                .bind(kind)
+                .bind(digest.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        for tag in &m.tags {
+            sqlx::query(
+                "INSERT INTO tags (repo_id, name, manifest_id, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (repo_id, name) DO UPDATE SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
+            )
+            .bind(repo)
+            .bind(tag.as_str())
+            .bind(manifest_id)
+            .bind(m.pushed_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(Ok(()))
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> StoreResult<Option<StoredManifest>> {
+        let row = sqlx::query(
+            "SELECT m.media_type, m.content FROM manifests m JOIN repositories r ON r.id = m.repo_id
+             WHERE r.name = $1 AND m.digest = $2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let content: Vec<u8> = row.try_get(1).map_err(db_err)?;
+        Ok(Some(StoredManifest {
+            digest: digest.clone(),
+            media_type: row.try_get(0).map_err(db_err)?,
+            bytes: content.into(),
+        }))
+    }
+
+    async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<Digest>> {
+        let row = sqlx::query(
+            "SELECT m.digest FROM tags t
+             JOIN repositories r ON r.id = t.repo_id
+             JOIN manifests m ON m.id = t.manifest_id
+             WHERE r.name = $1 AND t.name = $2",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        match row {
+            Some(r) => Ok(Some(parse_digest(
+                &r.try_get::<String, _>(0).map_err(db_err)?,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM tags WHERE name = $2 AND repo_id = (SELECT id FROM repositories WHERE name = $1)",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> StoreResult<ManifestDeletion> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let row = sqlx::query(
+            "SELECT m.id, m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id
+             WHERE r.name = $1 AND m.digest = $2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else {
+            return Ok(ManifestDeletion::NotFound);
+        };
+        let id: i64 = row.try_get(0).map_err(db_err)?;
+        let repo_id: i64 = row.try_get(1).map_err(db_err)?;
+        let parent = sqlx::query(
+            "SELECT m.digest FROM manifest_refs mr JOIN manifests m ON m.id = mr.manifest_id
+             WHERE mr.kind = 'manifest' AND mr.digest = $1 AND m.repo_id = $2 LIMIT 1",
+        )
+        .bind(digest.as_str())
+        .bind(repo_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if let Some(p) = parent {
+            let d: String = p.try_get(0).map_err(db_err)?;
+            return Ok(ManifestDeletion::ReferencedBy(parse_digest(&d)?));
+        }
+        for sql in [
+            "DELETE FROM tags WHERE manifest_id = $1",
+            "DELETE FROM manifests WHERE id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(ManifestDeletion::Deleted)
+    }
+
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Page> {
+        let rows = sqlx::query(
+            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repo_id
+             WHERE r.name = $1 AND t.name > $2 ORDER BY t.name LIMIT $3",
+        )
+        .bind(repo.as_str())
+        .bind(last.unwrap_or(""))
+        .bind(limit as i64 + 1)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        let items = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+        Ok(page(items, limit))
+    }
+
+    async fn list_repos(&self, last: Option<&str>, limit: u32) -> StoreResult<Page> {
+        let rows =
+            sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
+                .bind(last.unwrap_or(""))
+                .bind(limit as i64 + 1)
+                .fetch_all(&self.read)
+                .await
+                .map_err(db_err)?;
+        let items = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+        Ok(page(items, limit))
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> StoreResult<Vec<Referrer>> {
+        let rows = sqlx::query(
+            "SELECT m.media_type, m.digest, m.size, m.artifact_type, m.annotations
+             FROM manifests m JOIN repositories r ON r.id = m.repo_id
+             WHERE r.name = $1 AND m.subject = $2 AND ($3 IS NULL OR m.artifact_type = $3)
+             ORDER BY m.pushed_at, m.digest",
+        )
+        .bind(repo.as_str())
+        .bind(subject.as_str())
+        .bind(artifact_type)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let digest: String = r.try_get(1).map_err(db_err)?;
+                let annotations: Option<String> = r.try_get(4).map_err(db_err)?;
+                Ok(Referrer {
+                    media_type: r.try_get(0).map_err(db_err)?,
+                    digest: parse_digest(&digest)?,
+                    size: r.try_get::<i64, _>(2).map_err(db_err)? as u64,
+                    artifact_type: r.try_get(3).map_err(db_err)?,
+                    annotations: annotations.and_then(|a| serde_json_object(&a)),
+                })
+            })
+            .collect()
+    }
+}
+
+fn serde_json_object(text: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(m)) => Some(m),
+        _ => None,
+    }
+}

@@ -1,0 +1,17 @@
+//! The registry domain: the rules of push, pull, uploads, tags and referrers, written
+//! against two ports ([`BlobStore`] for bytes, [`MetaStore`] for metadata).
+//!
+//! No HTTP, SQL or filesystem types appear here; adapters implement the ports and the
+//! `http` crate turns [`RegistryError`] into OCI error responses.
+
+pub mod error;
+pub mod fsck;
+pub mod ports;
+pub mod service;
+pub mod types;
+mod uploads;
+
+pub use error::RegistryError;
+pub use ports::{BlobStore, ByteStream, MetaStore, StorageError};
+pub use service::Registry;
+pub use types::*;

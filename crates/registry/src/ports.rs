@@ -1,0 +1,158 @@
+//! The two storage ports. Adapters (`berth-blobstore`, `berth-metastore`) implement them;
+//! only the `berth` binary names concrete types.
+
+use std::io;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use berth_oci::{Digest, RepoName, Tag};
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::types::*;
+
+/// A stream of bytes: request bodies in, blob contents out. Never collected whole.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// A storage backend failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The object does not exist in the backend.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The client's body stream failed (disconnect, framing error) while it was being stored.
+    #[error("request body interrupted: {0}")]
+    Body(io::Error),
+    /// Any other backend failure (I/O, database).
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl StorageError {
+    /// Wraps any backend error.
+    pub fn backend(e: impl std::fmt::Display) -> Self {
+        StorageError::Backend(e.to_string())
+    }
+}
+
+/// Result of a port call.
+pub type StoreResult<T> = Result<T, StorageError>;
+
+/// Content-addressed blob bytes and in-progress upload files.
+///
+/// Invariant: a blob is visible under its digest only once it is complete, verified by the
+/// caller, durable (fsynced) and atomically renamed into place.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Creates an empty upload file.
+    async fn create_upload(&self, id: &UploadId) -> StoreResult<()>;
+    /// Appends `body` at `offset` (the current upload size), calling `inspect` on every
+    /// chunk in order as it is written; returns bytes written. On error the caller truncates.
+    async fn append_upload(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        body: ByteStream,
+        inspect: &mut (dyn for<'b> FnMut(&'b [u8]) + Send),
+    ) -> StoreResult<u64>;
+    /// Cuts an upload back to `len` bytes (undoing a failed chunk).
+    async fn truncate_upload(&self, id: &UploadId, len: u64) -> StoreResult<()>;
+    /// Streams an upload's current bytes (to rebuild hash state after a restart).
+    async fn read_upload(&self, id: &UploadId) -> StoreResult<ByteStream>;
+    /// Makes a verified upload durable and visible as blob `digest`; the upload is consumed.
+    async fn commit_upload(&self, id: &UploadId, digest: &Digest) -> StoreResult<()>;
+    /// Removes an upload file; absent is fine.
+    async fn delete_upload(&self, id: &UploadId) -> StoreResult<()>;
+    /// Upload files present, with their last modification time (for sweeping).
+    async fn list_uploads(&self) -> StoreResult<Vec<(UploadId, SystemTime)>>;
+    /// Size of a stored blob, `None` when absent.
+    async fn blob_size(&self, digest: &Digest) -> StoreResult<Option<u64>>;
+    /// Streams a blob, or the given inclusive range of it.
+    async fn read_blob(&self, digest: &Digest, range: Option<ByteRange>)
+    -> StoreResult<ByteStream>;
+    /// Removes a blob; absent is fine.
+    async fn delete_blob(&self, digest: &Digest) -> StoreResult<()>;
+    /// Every stored blob digest (for `berth fsck`).
+    async fn list_blobs(&self) -> StoreResult<Vec<Digest>>;
+    /// Files under the blob tree that are not named like a blob (for `berth fsck`).
+    async fn list_strays(&self) -> StoreResult<Vec<String>>;
+    /// Removes a stray file reported by [`BlobStore::list_strays`].
+    async fn delete_stray(&self, name: &str) -> StoreResult<()>;
+}
+
+/// Repositories, blob records and links, manifests, tags, referrers and upload sessions.
+///
+/// Invariant: every multi-row change is one transaction, so a crash leaves either the old
+/// state or the new one.
+#[async_trait]
+pub trait MetaStore: Send + Sync {
+    /// Records a new upload session.
+    async fn create_upload(&self, session: &UploadSession) -> StoreResult<()>;
+    /// Looks up an upload session.
+    async fn get_upload(&self, id: &UploadId) -> StoreResult<Option<UploadSession>>;
+    /// Records how many bytes an upload holds.
+    async fn set_upload_size(&self, id: &UploadId, size: u64) -> StoreResult<()>;
+    /// Forgets an upload session; absent is fine.
+    async fn delete_upload(&self, id: &UploadId) -> StoreResult<()>;
+    /// Ids of every recorded upload session.
+    async fn upload_ids(&self) -> StoreResult<Vec<UploadId>>;
+    /// Sessions started before `before` (unix seconds), for expiry.
+    async fn uploads_started_before(&self, before: i64) -> StoreResult<Vec<UploadId>>;
+
+    /// In one transaction: records the blob, links it into `repo` (creating the repository),
+    /// and ends the upload session `finished`, if given.
+    async fn record_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        finished: Option<&UploadId>,
+    ) -> StoreResult<()>;
+    /// Size of `digest` if it is linked into `repo`.
+    async fn linked_blob_size(&self, repo: &RepoName, digest: &Digest) -> StoreResult<Option<u64>>;
+    /// Repositories `digest` is linked into (at most `limit`), for automatic mounts.
+    async fn repos_linking(&self, digest: &Digest, limit: u32) -> StoreResult<Vec<RepoName>>;
+    /// Links an already recorded blob into `repo` (creating the repository).
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()>;
+    /// Removes `digest`'s link from `repo` unless a manifest there references it.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<BlobUnlink>;
+    /// Every blob record (digest, size), for `berth fsck`.
+    async fn all_blobs(&self) -> StoreResult<Vec<(Digest, u64)>>;
+    /// Removes a blob record and all its links (fsck repair of a missing or corrupt blob).
+    async fn forget_blob(&self, digest: &Digest) -> StoreResult<()>;
+
+    /// Whether the repository exists.
+    async fn repo_exists(&self, repo: &RepoName) -> StoreResult<bool>;
+    /// Writes a manifest, its references and tags in one transaction, after checking that
+    /// every referenced blob and child manifest is present (checked inside the transaction).
+    async fn put_manifest(&self, m: &NewManifest) -> StoreResult<Result<(), ManifestRefusal>>;
+    /// A manifest by digest.
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> StoreResult<Option<StoredManifest>>;
+    /// The digest a tag points to.
+    async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<Digest>>;
+    /// Removes a tag; false when it did not exist.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<bool>;
+    /// Removes a manifest and the tags pointing at it, unless an index still lists it.
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> StoreResult<ManifestDeletion>;
+    /// Tags after `last` in ASCII order, at most `limit`.
+    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: u32)
+    -> StoreResult<Page>;
+    /// Repositories after `last` in ASCII order, at most `limit`.
+    async fn list_repos(&self, last: Option<&str>, limit: u32) -> StoreResult<Page>;
+    /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> StoreResult<Vec<Referrer>>;
+}

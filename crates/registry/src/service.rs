@@ -1,0 +1,580 @@
+//! [`Registry`]: every OCI operation, expressed against the two storage ports.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use berth_oci::manifest::{self, MAX_MANIFEST_BYTES, ManifestError, ManifestKind};
+use berth_oci::{Algorithm, Digest, DigestHasher, Reference, RepoName, Tag};
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::error::{RegistryError, Result};
+use crate::ports::{BlobStore, ByteStream, MetaStore, StorageError};
+use crate::types::*;
+use crate::uploads::{HashState, UploadTable};
+
+/// Most tags one manifest push may set with `?tag=`.
+pub const MAX_TAGS_PER_PUSH: usize = 100;
+/// Largest page of tags or repositories served at once.
+pub const MAX_PAGE: u32 = 1000;
+/// How many repositories holding a blob are considered for an automatic mount.
+const AUTO_MOUNT_CANDIDATES: u32 = 50;
+
+/// A chunk of an upload: its declared `Content-Range` (if any) and its bytes.
+pub struct Chunk {
+    /// Inclusive `start-end` the client declared, if it sent `Content-Range`.
+    pub range: Option<(u64, u64)>,
+    /// The chunk's bytes.
+    pub body: ByteStream,
+}
+
+/// What a manifest push produced.
+#[derive(Debug, Clone)]
+pub struct PushedManifest {
+    /// Digest of the pushed bytes.
+    pub digest: Digest,
+    /// Subject digest, when the manifest had one (answered as `OCI-Subject`).
+    pub subject: Option<Digest>,
+    /// Tags that now point at the manifest.
+    pub tags: Vec<Tag>,
+}
+
+/// Size and digest of a blob readable in a repository.
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Set when the "blob" is really a manifest of the repository (Distribution serves those too).
+    pub manifest: Option<StoredManifest>,
+}
+
+/// The registry service shared by every request.
+pub struct Registry {
+    blobs: Arc<dyn BlobStore>,
+    meta: Arc<dyn MetaStore>,
+    uploads: UploadTable,
+}
+
+/// Current time in unix seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Registry {
+    /// Builds a registry over the given stores.
+    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>) -> Self {
+        Registry {
+            blobs,
+            meta,
+            uploads: UploadTable::default(),
+        }
+    }
+
+    /// The blob store (for maintenance commands).
+    pub fn blob_store(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    /// The metadata store (for maintenance commands).
+    pub fn meta_store(&self) -> &Arc<dyn MetaStore> {
+        &self.meta
+    }
+
+    // ---------------------------------------------------------------- blobs
+
+    /// Size and digest of a blob readable through `repo`.
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobInfo> {
+        if let Some(size) = self.meta.linked_blob_size(repo, digest).await? {
+            return Ok(BlobInfo {
+                digest: digest.clone(),
+                size,
+                manifest: None,
+            });
+        }
+        match self.meta.get_manifest(repo, digest).await? {
+            Some(m) => Ok(BlobInfo {
+                digest: digest.clone(),
+                size: m.bytes.len() as u64,
+                manifest: Some(m),
+            }),
+            None => Err(RegistryError::BlobUnknown(digest.clone())),
+        }
+    }
+
+    /// Streams a blob already located with [`Registry::stat_blob`].
+    pub async fn read_blob(&self, info: &BlobInfo, range: Option<ByteRange>) -> Result<ByteStream> {
+        if let Some(m) = &info.manifest {
+            let bytes = match range {
+                Some(r) => m.bytes.slice(r.start as usize..=r.end as usize),
+                None => m.bytes.clone(),
+            };
+            return Ok(Box::pin(futures_util::stream::once(
+                async move { Ok(bytes) },
+            )));
+        }
+        match self.blobs.read_blob(&info.digest, range).await {
+            Ok(s) => Ok(s),
+            Err(StorageError::NotFound(_)) => {
+                tracing::error!(digest = %info.digest, "blob recorded but missing from the blob store; run `berth fsck`");
+                Err(RegistryError::BlobUnknown(info.digest.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Unlinks a blob from a repository (the bytes stay until garbage collection).
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        match self.meta.unlink_blob(repo, digest).await? {
+            BlobUnlink::Unlinked => Ok(()),
+            BlobUnlink::NotLinked => Err(RegistryError::BlobUnknown(digest.clone())),
+            BlobUnlink::ReferencedBy(m) => Err(RegistryError::Unsupported(format!(
+                "blob {digest} is referenced by manifest {m} in {repo}; delete that manifest first"
+            ))),
+        }
+    }
+
+    // -------------------------------------------------------------- uploads
+
+    /// Starts an upload session (`POST …/blobs/uploads/`).
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+    ) -> Result<UploadStatus> {
+        let session = UploadSession {
+            id: UploadId::new(),
+            repo: repo.clone(),
+            algorithm,
+            size: 0,
+            started_at: unix_now(),
+        };
+        self.blobs.create_upload(&session.id).await?;
+        if let Err(e) = self.meta.create_upload(&session).await {
+            let _ = self.blobs.delete_upload(&session.id).await;
+            return Err(e.into());
+        }
+        Ok(UploadStatus {
+            id: session.id,
+            size: 0,
+        })
+    }
+
+    /// Mounts a blob from `from` (or, without `from`, from any repository `can_read`
+    /// allows), or starts an upload session when it cannot.
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+        can_read: &(dyn Fn(&RepoName) -> bool + Send + Sync),
+    ) -> Result<MountOutcome> {
+        let source_linked = match from {
+            Some(from) => {
+                can_read(from) && self.meta.linked_blob_size(from, digest).await?.is_some()
+            }
+            None => self
+                .meta
+                .repos_linking(digest, AUTO_MOUNT_CANDIDATES)
+                .await?
+                .iter()
+                .any(|r| r == repo || can_read(r)),
+        };
+        if source_linked {
+            self.meta.link_blob(repo, digest).await?;
+            return Ok(MountOutcome::Mounted);
+        }
+        let status = self.start_upload(repo, digest.algorithm()).await?;
+        Ok(MountOutcome::Started(status))
+    }
+
+    /// Where an upload stands (`GET <location>`).
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadStatus> {
+        let session = self.session(repo, id).await?;
+        Ok(UploadStatus {
+            id: session.id,
+            size: session.size,
+        })
+    }
+
+    /// Appends one chunk (`PATCH <location>`).
+    pub async fn append_chunk(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        chunk: Chunk,
+    ) -> Result<UploadStatus> {
+        let slot = self.uploads.slot(id);
+        let mut state = slot.lock().await;
+        let session = self.session(repo, id).await?;
+        let hs = self.append_locked(&session, &mut state, chunk).await?;
+        Ok(UploadStatus {
+            id: session.id,
+            size: hs.offset,
+        })
+    }
+
+    /// Completes an upload (`PUT <location>?digest=`), with an optional final chunk.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        last_chunk: Option<Chunk>,
+    ) -> Result<u64> {
+        let slot = self.uploads.slot(id);
+        let mut state = slot.lock().await;
+        let session = self.session(repo, id).await?;
+        let hs = match last_chunk {
+            Some(chunk) => self.append_locked(&session, &mut state, chunk).await?,
+            None => self.hash_state(&session, &mut state).await?,
+        };
+        let computed = if hs.hasher.algorithm() == digest.algorithm() {
+            hs.hasher.finalize()
+        } else {
+            self.rehash(id, digest.algorithm()).await?.hasher.finalize()
+        };
+        if &computed != digest {
+            self.discard(&session.id).await;
+            *state = None;
+            return Err(RegistryError::DigestInvalid(format!(
+                "uploaded content has digest {computed}, not {digest}; the upload was discarded"
+            )));
+        }
+        self.blobs.commit_upload(id, digest).await?;
+        self.meta
+            .record_blob(repo, digest, hs.offset, Some(id))
+            .await?;
+        *state = None;
+        drop(state);
+        self.uploads.remove(id);
+        Ok(hs.offset)
+    }
+
+    /// Pushes a whole blob in one request (`POST …/blobs/uploads/?digest=`).
+    pub async fn push_blob(&self, repo: &RepoName, digest: &Digest, body: Chunk) -> Result<u64> {
+        let status = self.start_upload(repo, digest.algorithm()).await?;
+        let result = self
+            .finish_upload(repo, &status.id, digest, Some(body))
+            .await;
+        if result.is_err() {
+            self.discard(&status.id).await;
+        }
+        result
+    }
+
+    /// Cancels an upload (`DELETE <location>`).
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        let slot = self.uploads.slot(id);
+        let mut state = slot.lock().await;
+        let session = self.session(repo, id).await?;
+        self.discard(&session.id).await;
+        *state = None;
+        Ok(())
+    }
+
+    /// Removes sessions started before `before` (unix seconds) and upload files no session owns.
+    pub async fn expire_uploads(&self, before: i64) -> Result<usize> {
+        let mut removed = 0;
+        for id in self.meta.uploads_started_before(before).await? {
+            self.discard(&id).await;
+            removed += 1;
+        }
+        let live: std::collections::HashSet<UploadId> =
+            self.meta.upload_ids().await?.into_iter().collect();
+        for (id, _) in self.blobs.list_uploads().await? {
+            if !live.contains(&id) {
+                self.blobs.delete_upload(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn session(&self, repo: &RepoName, id: &UploadId) -> Result<UploadSession> {
+        match self.meta.get_upload(id).await? {
+            Some(s) if &s.repo == repo => Ok(s),
+            _ => Err(RegistryError::BlobUploadUnknown),
+        }
+    }
+
+    async fn discard(&self, id: &UploadId) {
+        if let Err(e) = self.blobs.delete_upload(id).await {
+            tracing::warn!(upload = %id, error = %e, "could not delete upload file");
+        }
+        if let Err(e) = self.meta.delete_upload(id).await {
+            tracing::warn!(upload = %id, error = %e, "could not delete upload session");
+        }
+        self.uploads.remove(id);
+    }
+
+    /// The hash of the session's bytes so far, from the cache or rebuilt from the file.
+    async fn hash_state(
+        &self,
+        session: &UploadSession,
+        cached: &mut Option<HashState>,
+    ) -> Result<HashState> {
+        if let Some(hs) = cached.as_ref()
+            && hs.offset == session.size
+            && hs.hasher.algorithm() == session.algorithm
+        {
+            return Ok(hs.clone());
+        }
+        let hs = self.rehash(&session.id, session.algorithm).await?;
+        if hs.offset != session.size {
+            // The file holds bytes of a chunk whose completion was never recorded.
+            self.blobs
+                .truncate_upload(&session.id, session.size)
+                .await?;
+            return Box::pin(self.rehash(&session.id, session.algorithm)).await;
+        }
+        *cached = Some(hs.clone());
+        Ok(hs)
+    }
+
+    async fn rehash(&self, id: &UploadId, algorithm: Algorithm) -> Result<HashState> {
+        let mut stream = self.blobs.read_upload(id).await?;
+        let mut hasher = DigestHasher::new(algorithm);
+        let mut offset = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(StorageError::backend)?;
+            hasher.update(&chunk);
+            offset += chunk.len() as u64;
+        }
+        Ok(HashState { offset, hasher })
+    }
+
+    async fn append_locked(
+        &self,
+        session: &UploadSession,
+        cached: &mut Option<HashState>,
+        chunk: Chunk,
+    ) -> Result<HashState> {
+        let base = self.hash_state(session, cached).await?;
+        if let Some((start, end)) = chunk.range
+            && (start != base.offset || end < start)
+        {
+            return Err(RegistryError::RangeInvalid { size: base.offset });
+        }
+        let mut hasher = base.hasher.clone();
+        let written = self
+            .blobs
+            .append_upload(&session.id, base.offset, chunk.body, &mut |b| {
+                hasher.update(b)
+            })
+            .await;
+        let mismatch = match (&written, chunk.range) {
+            (Ok(n), Some((start, end))) if *n != end - start + 1 => Some(*n),
+            _ => None,
+        };
+        if written.is_err() || mismatch.is_some() {
+            self.blobs.truncate_upload(&session.id, base.offset).await?;
+        }
+        let written = match written {
+            Ok(n) => n,
+            Err(StorageError::Body(e)) => {
+                return Err(RegistryError::BlobUploadInvalid(format!(
+                    "the chunk was not received whole ({e}); the upload still holds {} bytes, resume from there",
+                    base.offset
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let (Some(n), Some((start, end))) = (mismatch, chunk.range) {
+            return Err(RegistryError::SizeInvalid(format!(
+                "Content-Range {start}-{end} declares {} bytes but the body had {n}",
+                end - start + 1
+            )));
+        }
+        let hs = HashState {
+            offset: base.offset + written,
+            hasher,
+        };
+        self.meta.set_upload_size(&session.id, hs.offset).await?;
+        *cached = Some(hs.clone());
+        Ok(hs)
+    }
+
+    // ------------------------------------------------------------ manifests
+
+    /// Stores a manifest (`PUT …/manifests/<reference>[?tag=…]`).
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+        extra_tags: Vec<Tag>,
+    ) -> Result<PushedManifest> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(RegistryError::ManifestTooLarge {
+                limit: MAX_MANIFEST_BYTES,
+            });
+        }
+        if extra_tags.len() > MAX_TAGS_PER_PUSH {
+            return Err(RegistryError::TooManyTags {
+                limit: MAX_TAGS_PER_PUSH,
+            });
+        }
+        let parsed = manifest::parse(content_type, &bytes).map_err(|e| match e {
+            ManifestError::Unsupported(m) => RegistryError::Unsupported(m),
+            ManifestError::Invalid(m) => RegistryError::ManifestInvalid(m),
+        })?;
+        let (digest, mut tags) = match reference {
+            Reference::Digest(d) => {
+                let computed = Digest::of(d.algorithm(), &bytes);
+                if &computed != d {
+                    return Err(RegistryError::DigestInvalid(format!(
+                        "manifest body has digest {computed}, not {d}"
+                    )));
+                }
+                (computed, Vec::new())
+            }
+            Reference::Tag(t) => (Digest::of(Algorithm::Sha256, &bytes), vec![t.clone()]),
+        };
+        for t in extra_tags {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let blob_refs = match parsed.kind {
+            ManifestKind::Image => parsed
+                .config
+                .iter()
+                .chain(parsed.layers.iter())
+                .filter(|d| !d.foreign)
+                .map(|d| (d.digest.clone(), d.size))
+                .collect(),
+            ManifestKind::Index => Vec::new(),
+        };
+        let manifest_refs = parsed.manifests.iter().map(|d| d.digest.clone()).collect();
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let new = NewManifest {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            media_type: parsed.media_type,
+            bytes,
+            artifact_type: parsed.artifact_type,
+            subject: subject.clone(),
+            annotations: parsed
+                .annotations
+                .map(|a| serde_json::Value::Object(a).to_string()),
+            blob_refs,
+            manifest_refs,
+            tags: tags.clone(),
+            pushed_at: unix_now(),
+        };
+        match self.meta.put_manifest(&new).await? {
+            Ok(()) => Ok(PushedManifest {
+                digest,
+                subject,
+                tags,
+            }),
+            Err(ManifestRefusal::Missing(d)) => Err(RegistryError::ManifestBlobUnknown(d)),
+            Err(ManifestRefusal::SizeMismatch {
+                digest,
+                declared,
+                stored,
+            }) => Err(RegistryError::ManifestInvalid(format!(
+                "descriptor for {digest} declares size {declared} but the blob holds {stored} bytes"
+            ))),
+        }
+    }
+
+    /// Fetches a manifest by tag or digest.
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<StoredManifest> {
+        let digest = match reference {
+            Reference::Digest(d) => Some(d.clone()),
+            Reference::Tag(t) => self.meta.resolve_tag(repo, t).await?,
+        };
+        let found = match &digest {
+            Some(d) => self.meta.get_manifest(repo, d).await?,
+            None => None,
+        };
+        match found {
+            Some(m) => Ok(m),
+            None => Err(self.manifest_miss(repo, reference).await),
+        }
+    }
+
+    /// Deletes a tag (by tag) or a manifest and its tags (by digest).
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let deleted = match reference {
+            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+            Reference::Digest(d) => match self.meta.delete_manifest(repo, d).await? {
+                ManifestDeletion::Deleted => true,
+                ManifestDeletion::NotFound => false,
+                ManifestDeletion::ReferencedBy(index) => {
+                    return Err(RegistryError::Unsupported(format!(
+                        "manifest {d} is listed by index {index} in {repo}; delete the index first"
+                    )));
+                }
+            },
+        };
+        if deleted {
+            Ok(())
+        } else {
+            Err(self.manifest_miss(repo, reference).await)
+        }
+    }
+
+    async fn manifest_miss(&self, repo: &RepoName, reference: &Reference) -> RegistryError {
+        match self.meta.repo_exists(repo).await {
+            Ok(false) => RegistryError::NameUnknown(repo.to_string()),
+            Ok(true) => RegistryError::ManifestUnknown(reference.to_string()),
+            Err(e) => e.into(),
+        }
+    }
+
+    // ------------------------------------------------------------ discovery
+
+    /// One page of a repository's tags.
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: Option<u32>,
+    ) -> Result<Page> {
+        if !self.meta.repo_exists(repo).await? {
+            return Err(RegistryError::NameUnknown(repo.to_string()));
+        }
+        let limit = n.unwrap_or(MAX_PAGE).min(MAX_PAGE);
+        if limit == 0 {
+            return Ok(Page {
+                items: Vec::new(),
+                more: false,
+            });
+        }
+        Ok(self.meta.list_tags(repo, last, limit).await?)
+    }
+
+    /// One page of the repository catalog.
+    pub async fn catalog(&self, last: Option<&str>, n: Option<u32>) -> Result<Page> {
+        let limit = n.unwrap_or(MAX_PAGE).min(MAX_PAGE);
+        if limit == 0 {
+            return Ok(Page {
+                items: Vec::new(),
+                more: false,
+            });
+        }
+        Ok(self.meta.list_repos(last, limit).await?)
+    }
+
+    /// Manifests in `repo` whose `subject` is `digest`.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        Ok(self.meta.referrers(repo, digest, artifact_type).await?)
+    }
+}
