@@ -277,7 +277,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Removes sessions started before `before` (unix seconds) and upload files no session owns.
+    /// Removes sessions started before `before` (unix seconds), and upload files no session
+    /// owns that were last written before then (younger ones may be sessions being created).
     pub async fn expire_uploads(&self, before: i64) -> Result<usize> {
         let mut removed = 0;
         for id in self.meta.uploads_started_before(before).await? {
@@ -286,8 +287,9 @@ impl Registry {
         }
         let live: std::collections::HashSet<UploadId> =
             self.meta.upload_ids().await?.into_iter().collect();
-        for (id, _) in self.blobs.list_uploads().await? {
-            if !live.contains(&id) {
+        let cutoff = UNIX_EPOCH + std::time::Duration::from_secs(before.max(0) as u64);
+        for (id, modified) in self.blobs.list_uploads().await? {
+            if !live.contains(&id) && modified < cutoff {
                 self.blobs.delete_upload(&id).await?;
                 removed += 1;
             }

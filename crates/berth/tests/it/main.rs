@@ -1,0 +1,7 @@
+//! berth's integration tests: the real `berth` binary on a temp dir and a random loopback
+//! port, driven over HTTP.
+
+mod harness;
+
+mod conformance;
+mod smoke;
