@@ -4,4 +4,6 @@
 mod harness;
 
 mod conformance;
+mod crash;
 mod smoke;
+mod streaming;
