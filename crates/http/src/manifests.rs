@@ -60,7 +60,7 @@ pub(crate) async fn put(
     req: &Parts,
     body: RequestBody,
 ) -> ApiResult {
-    let q = Query::of(&req);
+    let q = Query::of(req);
     let extra_tags = q
         .all("tag")
         .map(Tag::parse)
