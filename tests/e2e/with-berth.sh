@@ -18,6 +18,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+: >"$tmp/stdout"
 "$BERTH" serve --listen 127.0.0.1:0 --data "$tmp/data" >"$tmp/stdout" 2>"$tmp/stderr" &
 pid=$!
 addr=
