@@ -29,6 +29,8 @@ case "$REG" in
   *) echo "refusing non-loopback registry address: $REG" >&2; usage ;;
 esac
 
+[ "$(id -u)" -eq 0 ] || { echo "$0: run as root (it starts its own dockerd and uses podman)" >&2; exit 2; }
+
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CMD_TIMEOUT=${E2E_CMD_TIMEOUT:-120}
 T=$(mktemp -d "${E2E_TMP_BASE:-/tmp}/berth-e2e.XXXXXX")
@@ -135,6 +137,12 @@ d()  { timeout "$CMD_TIMEOUT" docker "$@"; }
 pm() { timeout "$CMD_TIMEOUT" "${PM[@]}" "$@"; }
 ba() { timeout "$CMD_TIMEOUT" "${BA[@]}" "$@"; }
 sk() { timeout "$CMD_TIMEOUT" skopeo "$@"; }
+# dpush REF OUTFILE: docker push, failing if the daemon had to retry a layer
+# (it silently retries registry errors up to 5 times, which would hide them).
+dpush() {
+  d push "$1" | tee "$2"
+  if grep -q 'Retrying in' "$2"; then fail "docker push had to retry: the registry returned errors"; fi
+}
 skraw() { sk inspect --raw --tls-verify=false "docker://$1" >"$2"; }
 
 # ---------------------------------------------------------------- registry ---
@@ -165,7 +173,7 @@ docker_build_push() {
   printf 'hello from berth e2e %s\n' "$NONCE" >hello.txt
   printf 'FROM scratch\nCOPY hello.txt /hello.txt\nCMD ["/nonexistent"]\n' >Dockerfile
   d build -t "$DREPO1:v1" .
-  d push "$DREPO1:v1" | tee "$T/dpush1.out"
+  dpush "$DREPO1:v1" "$T/dpush1.out"
   local digest; digest=$(sed -n 's/^v1: digest: \(sha256:[0-9a-f]\{64\}\) size: [0-9]*$/\1/p' "$T/dpush1.out")
   [ -n "$digest" ] || fail "no digest line in docker push output"
   expect_eq "RepoDigests[0]" "$(d inspect --format '{{index .RepoDigests 0}}' "$DREPO1:v1")" "$DREPO1@$digest"
@@ -215,7 +223,7 @@ docker_second_tag() {
   local id digest; id=$(get docker_id); digest=$(get docker_digest)
   d tag "$id" "$DREPO1:v1"
   d tag "$id" "$DREPO1:v1-again"
-  d push "$DREPO1:v1-again" | tee "$T/dpush2.out"
+  dpush "$DREPO1:v1-again" "$T/dpush2.out"
   grep -q ': Layer already exists$' "$T/dpush2.out" || fail "layer was uploaded again instead of being found"
   if grep -q ': Pushed$' "$T/dpush2.out"; then fail "something was re-uploaded"; fi
   grep -qx "v1-again: digest: $digest size: [0-9]*" "$T/dpush2.out" || fail "second tag has a different digest"
@@ -228,7 +236,7 @@ docker_shared_layer() {
   printf 'second image %s\n' "$NONCE" >two.txt
   printf 'FROM %s\nCOPY two.txt /two.txt\n' "$DREPO1:v1" >Dockerfile.two
   d build -f Dockerfile.two -t "$DREPO2:v1" .
-  d push "$DREPO2:v1" | tee "$T/dpush3.out"
+  dpush "$DREPO2:v1" "$T/dpush3.out"
   # docker asks the registry to mount the base layer from the first repository.
   grep -q ": Mounted from $NS/docker-one\$" "$T/dpush3.out" || fail "shared layer was not cross-repo mounted"
   expect_eq "layers uploaded" "$(grep -c ': Pushed$' "$T/dpush3.out")" 1
@@ -435,6 +443,7 @@ check "registry answers GET /v2/ with 200" registry_up
 
 dockerd --data-root "$T/d/root" --exec-root "$T/d/exec" --pidfile "$T/d/pid" \
   -H "unix://$T/d/docker.sock" --iptables=false --ip-forward=false --bridge=none \
+  --max-download-attempts=1 \
   >"$T/d/dockerd.log" 2>&1 &
 DOCKERD_PID=$!
 check "docker: private dockerd is up" docker_up "$DOCKERD_PID"
