@@ -132,6 +132,13 @@ async fn check_refs(
     Ok(None)
 }
 
+/// One page of tags: an index range scan on `tags (repo_id, name)`, so its cost follows
+/// the page size, not the repository size.
+const LIST_TAGS: &str = "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repo_id
+     WHERE r.name = $1 AND t.name > $2 ORDER BY t.name LIMIT $3";
+/// One page of repositories: an index range scan on `repositories (name)`.
+const LIST_REPOS: &str = "SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2";
+
 fn page(mut items: Vec<String>, limit: u32) -> Page {
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
@@ -527,28 +534,24 @@ impl MetaStore for SqliteMetaStore {
         last: Option<&str>,
         limit: u32,
     ) -> StoreResult<Page> {
-        let rows = sqlx::query(
-            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repo_id
-             WHERE r.name = $1 AND t.name > $2 ORDER BY t.name LIMIT $3",
-        )
-        .bind(repo.as_str())
-        .bind(last.unwrap_or(""))
-        .bind(limit as i64 + 1)
-        .fetch_all(&self.read)
-        .await
-        .map_err(db_err)?;
+        let rows = sqlx::query(LIST_TAGS)
+            .bind(repo.as_str())
+            .bind(last.unwrap_or(""))
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
         let items = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
         Ok(page(items, limit))
     }
 
     async fn list_repos(&self, last: Option<&str>, limit: u32) -> StoreResult<Page> {
-        let rows =
-            sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-                .bind(last.unwrap_or(""))
-                .bind(limit as i64 + 1)
-                .fetch_all(&self.read)
-                .await
-                .map_err(db_err)?;
+        let rows = sqlx::query(LIST_REPOS)
+            .bind(last.unwrap_or(""))
+            .bind(limit as i64 + 1)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
         let items = rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
         Ok(page(items, limit))
     }
@@ -591,5 +594,49 @@ fn serde_json_object(text: &str) -> Option<serde_json::Map<String, serde_json::V
     match serde_json::from_str(text) {
         Ok(serde_json::Value::Object(m)) => Some(m),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan SQLite picks for `sql`, one line per step.
+    async fn plan(store: &SqliteMetaStore, sql: &str) -> String {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let q = sqlx::query(sqlx::AssertSqlSafe(explain));
+        let q = if sql.contains("$3") {
+            q.bind("repo").bind("").bind(100i64)
+        } else {
+            q.bind("").bind(100i64)
+        };
+        let rows = q.fetch_all(&store.read).await.unwrap();
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn listing_pages_are_index_range_scans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMetaStore::open(&dir.path().join("meta.db"))
+            .await
+            .unwrap();
+        let tags = plan(&store, LIST_TAGS).await;
+        assert!(tags.contains("(repo_id=? AND name>?)"), "{tags}");
+        assert!(
+            !tags.contains("TEMP B-TREE"),
+            "tag pages must not sort: {tags}"
+        );
+        let repos = plan(&store, LIST_REPOS).await;
+        assert!(
+            repos.contains("INDEX") && repos.contains("(name>?)"),
+            "{repos}"
+        );
+        assert!(
+            !repos.contains("TEMP B-TREE"),
+            "catalog pages must not sort: {repos}"
+        );
     }
 }
