@@ -5,5 +5,6 @@ mod harness;
 
 mod conformance;
 mod crash;
+mod fsck;
 mod smoke;
 mod streaming;
