@@ -1,0 +1,132 @@
+//! `berth-bench`: a benchmark program (not a test) that drives registries over HTTP on
+//! loopback and prints one line per scenario and a side-by-side table.
+//!
+//! By default it starts the CNCF Distribution registry (`/usr/bin/docker-registry`) and a
+//! release `berth`, each on a temp dir and a loopback port, runs every scenario on both
+//! alternately in the same run, and reports berth/Distribution ratios.
+
+mod load;
+mod scenarios;
+mod stats;
+mod target;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use scenarios::{Figure, Sizes};
+use target::Target;
+
+/// Benchmark berth against the Distribution registry.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The berth binary to benchmark (build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/berth")]
+    berth: PathBuf,
+    /// The Distribution registry binary (Debian package docker-registry).
+    #[arg(long, default_value = "/usr/bin/docker-registry")]
+    distribution: PathBuf,
+    /// Benchmark an already running registry at this address (HOST:PORT) instead.
+    #[arg(long)]
+    url: Option<String>,
+    /// Small sizes and short durations: checks the program works, measures nothing useful.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds each request-rate scenario runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Repetitions of each throughput scenario (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sizes = if args.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full(args.seconds, args.repeat)
+    };
+    let mut targets: Vec<Target> = match &args.url {
+        Some(url) => vec![Target::external(url)],
+        None => {
+            let distribution = Target::distribution(&args.distribution)
+                .await
+                .context("starting the Distribution registry")?;
+            let berth = Target::berth(&args.berth).await.context("starting berth")?;
+            vec![distribution, berth]
+        }
+    };
+    for t in &targets {
+        eprintln!("# {} at {} (pid {:?})", t.name, t.addr, t.pid());
+    }
+
+    let mut rows: Vec<(String, Vec<Figure>)> = Vec::new();
+    for scenario in scenarios::ALL {
+        let mut figures = Vec::new();
+        for t in &mut targets {
+            let f = (scenario.run)(t, &sizes)
+                .await
+                .with_context(|| format!("{} on {}", scenario.name, t.name))?;
+            println!("{:<10} {:<34} {}", t.name, scenario.name, f.describe());
+            figures.push(f);
+            // Let the page cache and the server settle between runs.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        rows.push((scenario.name.to_owned(), figures));
+    }
+    let mut rss = Vec::new();
+    for t in &targets {
+        if let Some(kib) = t.peak_rss_kib() {
+            println!(
+                "{:<10} {:<34} {} MiB",
+                t.name,
+                "peak RSS (VmHWM)",
+                kib / 1024
+            );
+            rss.push(Figure::lower(kib as f64 / 1024.0, "MiB"));
+        }
+    }
+    if rss.len() == targets.len() {
+        rows.push(("peak RSS (VmHWM)".to_owned(), rss));
+    }
+    print_table(&targets, &rows);
+    for t in targets {
+        t.stop().await;
+    }
+    Ok(())
+}
+
+fn print_table(targets: &[Target], rows: &[(String, Vec<Figure>)]) {
+    println!();
+    print!("| scenario |");
+    for t in targets {
+        print!(" {} |", t.name);
+    }
+    if targets.len() == 2 {
+        print!(" {} / {} |", targets[1].name, targets[0].name);
+    }
+    println!();
+    print!("|---|");
+    for _ in targets {
+        print!("---|");
+    }
+    if targets.len() == 2 {
+        print!("---|");
+    }
+    println!();
+    for (name, figures) in rows {
+        print!("| {name} |");
+        for f in figures {
+            print!(" {} |", f.describe());
+        }
+        if let [a, b] = figures.as_slice() {
+            print!(" {} |", b.ratio_to(a));
+        }
+        println!();
+    }
+}

@@ -1,0 +1,152 @@
+//! The registries under test: started from their binaries on temp dirs and loopback ports.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A registry the scenarios run against.
+pub struct Target {
+    /// Short name for the table.
+    pub name: &'static str,
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    /// HTTP client for push/pull scenarios.
+    pub http: reqwest::Client,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .timeout(Duration::from_secs(600))
+        .build()
+        .expect("HTTP client")
+}
+
+impl Target {
+    /// A registry somebody else started.
+    pub fn external(addr: &str) -> Target {
+        Target {
+            name: "registry",
+            addr: addr.to_owned(),
+            http: client(),
+            child: None,
+            _dir: None,
+        }
+    }
+
+    /// Starts Distribution with filesystem storage in a temp dir.
+    pub async fn distribution(bin: &Path) -> anyhow::Result<Target> {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("running {}", bin.display()))?;
+        let t = Target {
+            name: "distribution",
+            addr,
+            http: client(),
+            child: Some(child),
+            _dir: Some(dir),
+        };
+        t.wait_ready().await?;
+        Ok(t)
+    }
+
+    /// Starts berth on a temp data dir and a random port.
+    pub async fn berth(bin: &Path) -> anyhow::Result<Target> {
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "running {} (build it with cargo build --release)",
+                    bin.display()
+                )
+            })?;
+        let stdout = child.stdout.take().context("berth stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).await?;
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            bail!("unexpected first line from berth: {line:?}");
+        };
+        let t = Target {
+            name: "berth",
+            addr: addr.to_owned(),
+            http: client(),
+            child: Some(child),
+            _dir: Some(dir),
+        };
+        t.wait_ready().await?;
+        Ok(t)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        for _ in 0..100 {
+            if let Ok(r) = self.http.get(self.url("/v2/")).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("{} did not answer GET /v2/ at {}", self.name, self.addr)
+    }
+
+    /// Absolute URL of a path (or of an absolute/relative Location).
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("http://{}{}", self.addr, path)
+        }
+    }
+
+    /// The server's pid, when this program started it.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Peak resident set size of the server so far, in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Stops the server (SIGKILL by PID through kill_on_drop) and removes its temp dir.
+    pub async fn stop(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}
