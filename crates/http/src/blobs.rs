@@ -100,14 +100,16 @@ pub(crate) async fn get(
             ),
         ),
         RangeRequest::Unsatisfiable => {
+            // The spec's table has no range code; SIZE_INVALID ("length did not match") is nearest.
             return Err(ApiError::new(
-                ErrorCode::RangeInvalid,
+                ErrorCode::SizeInvalid,
                 format!(
                     "range {} is outside the blob's {} bytes",
                     range_header.unwrap_or(""),
                     info.size
                 ),
             )
+            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
             .with_header(header::CONTENT_RANGE, hv(format!("bytes */{}", info.size))));
         }
     };

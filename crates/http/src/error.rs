@@ -55,7 +55,12 @@ impl From<RegistryError> for ApiError {
             RegistryError::BlobUnknown(_) => ErrorCode::BlobUnknown,
             RegistryError::BlobUploadUnknown => ErrorCode::BlobUploadUnknown,
             RegistryError::BlobUploadInvalid(_) => ErrorCode::BlobUploadInvalid,
-            RegistryError::RangeInvalid { .. } => ErrorCode::RangeInvalid,
+            // 416 as the spec requires; the code comes from the spec's table (Docker's
+            // RANGE_INVALID is not in it).
+            RegistryError::RangeInvalid { .. } => {
+                return ApiError::new(ErrorCode::BlobUploadInvalid, message)
+                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE);
+            }
             RegistryError::SizeInvalid(_) => ErrorCode::SizeInvalid,
             RegistryError::ManifestUnknown(_) => ErrorCode::ManifestUnknown,
             RegistryError::ManifestInvalid(_) => ErrorCode::ManifestInvalid,

@@ -8,6 +8,7 @@ use axum::response::Response;
 use berth_oci::manifest::MAX_MANIFEST_BYTES;
 use berth_oci::{ErrorCode, Reference, RepoName, Tag};
 use berth_registry::{Registry, RegistryError};
+use futures_util::StreamExt;
 
 use crate::error::{ApiError, ApiResult};
 use crate::query::Query;
@@ -83,14 +84,23 @@ pub(crate) async fn put(
     if declared.is_some_and(|n| n > MAX_MANIFEST_BYTES) {
         return Err(too_large().into());
     }
-    let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES + 1)
-        .await
-        .map_err(|e| {
+    // Read it ourselves rather than with `to_bytes(body, limit)`: a body without
+    // Content-Length that runs past the limit must be a 413, not a read failure.
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
             ApiError::new(
                 ErrorCode::ManifestInvalid,
                 format!("manifest body could not be read whole: {e}"),
             )
         })?;
+        if buf.len() + chunk.len() > MAX_MANIFEST_BYTES {
+            return Err(too_large().into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let bytes = buf.freeze();
     let pushed = reg
         .put_manifest(name, reference, content_type.as_deref(), bytes, extra_tags)
         .await?;

@@ -50,7 +50,6 @@ fn blob_created(name: &RepoName, digest: &Digest) -> Response {
 fn with_session_headers(e: RegistryError, name: &RepoName, id: &UploadId) -> ApiError {
     match e {
         RegistryError::RangeInvalid { size } => ApiError::from(e)
-            .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
             .with_header(header::LOCATION, hv(upload_location(name, id)))
             .with_header(header::RANGE, hv(range_value(size)))
             .with_header(UPLOAD_UUID, hv(id.as_str())),
@@ -116,11 +115,16 @@ fn chunk_of(req: &Parts, body: Body) -> Result<Chunk, ApiError> {
 pub(crate) async fn start(reg: &Registry, name: &RepoName, req: &Parts, body: Body) -> ApiResult {
     let q = Query::of(req);
     if let Some(mount) = digest_param(&q, "mount")? {
-        let from = q
-            .get("from")
-            .map(RepoName::parse)
-            .transpose()
-            .map_err(RegistryError::from)?;
+        let from = match q.get("from").map(RepoName::parse) {
+            None => None,
+            Some(Ok(from)) => Some(from),
+            // A repository that cannot exist holds nothing to mount: like any mount that
+            // cannot happen, fall back to an upload session (202).
+            Some(Err(_)) => {
+                let status = reg.start_upload(name, mount.algorithm()).await?;
+                return Ok(session_response(name, StatusCode::ACCEPTED, &status));
+            }
+        };
         // No access control yet: every repository is readable, so any may be a mount source.
         let outcome = reg
             .mount_blob(name, &mount, from.as_ref(), &|_| true)

@@ -1,6 +1,6 @@
 //! The distribution-spec error codes and the HTTP status each is answered with.
 
-/// One code of the OCI distribution spec's error table (plus `RANGE_INVALID`, used for 416s).
+/// One code of the OCI distribution spec's error table (plus `UNKNOWN` for 5xx).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// code-1: blob unknown to registry.
@@ -31,8 +31,6 @@ pub enum ErrorCode {
     Unsupported,
     /// code-14: too many requests.
     TooManyRequests,
-    /// Docker's `RANGE_INVALID`, sent with 416 for out-of-order chunks.
-    RangeInvalid,
     /// Distribution's `UNKNOWN`, for server-side failures (5xx; the spec's table covers 4xx).
     Unknown,
 }
@@ -55,7 +53,6 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
-            ErrorCode::RangeInvalid => "RANGE_INVALID",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -76,7 +73,6 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,
-            ErrorCode::RangeInvalid => 416,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Unknown => 500,
         }
