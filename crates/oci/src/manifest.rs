@@ -141,7 +141,9 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
     let is_oci = media_type == OCI_MANIFEST || media_type == OCI_INDEX;
 
     let artifact_type = match &raw.artifact_type {
-        None => None,
+        // The distribution spec treats an empty artifactType like a missing one.
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) if is_oci && media_type::is_well_formed(s) => Some(s.clone()),
         Some(_) if !is_oci => return Err(invalid("artifactType is only valid in OCI manifests")),
         Some(_) => {
@@ -288,6 +290,19 @@ mod tests {
             Some("application/vnd.example.sbom")
         );
         assert_eq!(m.annotations.unwrap()["a"], "b");
+    }
+
+    #[test]
+    fn empty_artifact_type_falls_back_to_config_media_type() {
+        let m = parse(
+            Some(OCI_MANIFEST),
+            oci_image(r#","artifactType":"""#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use crate::error::{RegistryError, Result};
 use crate::ports::{BlobStore, ByteStream, MetaStore, StorageError};
 use crate::types::*;
-use crate::uploads::{HashState, UploadTable};
+use crate::uploads::{HashState, SessionGuard, UploadTable};
 
 /// Most tags one manifest push may set with `?tag=`.
 pub const MAX_TAGS_PER_PUSH: usize = 100;
@@ -208,9 +208,7 @@ impl Registry {
         id: &UploadId,
         chunk: Chunk,
     ) -> Result<UploadStatus> {
-        let slot = self.uploads.slot(id);
-        let mut state = slot.lock().await;
-        let session = self.session(repo, id).await?;
+        let (mut state, session) = self.lock_session(repo, id).await?;
         let hs = self.append_locked(&session, &mut state, chunk).await?;
         Ok(UploadStatus {
             id: session.id,
@@ -226,9 +224,7 @@ impl Registry {
         digest: &Digest,
         last_chunk: Option<Chunk>,
     ) -> Result<u64> {
-        let slot = self.uploads.slot(id);
-        let mut state = slot.lock().await;
-        let session = self.session(repo, id).await?;
+        let (mut state, session) = self.lock_session(repo, id).await?;
         let hs = match last_chunk {
             Some(chunk) => self.append_locked(&session, &mut state, chunk).await?,
             None => self.hash_state(&session, &mut state).await?,
@@ -269,9 +265,7 @@ impl Registry {
 
     /// Cancels an upload (`DELETE <location>`).
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
-        let slot = self.uploads.slot(id);
-        let mut state = slot.lock().await;
-        let session = self.session(repo, id).await?;
+        let (mut state, session) = self.lock_session(repo, id).await?;
         self.discard(&session.id).await;
         *state = None;
         Ok(())
@@ -301,6 +295,26 @@ impl Registry {
         match self.meta.get_upload(id).await? {
             Some(s) if &s.repo == repo => Ok(s),
             _ => Err(RegistryError::BlobUploadUnknown),
+        }
+    }
+
+    /// Takes the session's lock, then reads the session under it.
+    async fn lock_session(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+    ) -> Result<(SessionGuard, UploadSession)> {
+        let guard = self.uploads.slot(id).lock_owned().await;
+        match self.meta.get_upload(id).await? {
+            Some(s) if &s.repo == repo => Ok((guard, s)),
+            Some(_) => Err(RegistryError::BlobUploadUnknown),
+            None => {
+                // No such session: drop the slot this request created, so unknown ids
+                // cannot grow the table.
+                drop(guard);
+                self.uploads.remove(id);
+                Err(RegistryError::BlobUploadUnknown)
+            }
         }
     }
 

@@ -21,6 +21,9 @@ pub(crate) struct HashState {
 /// One lock per live session; holds the cached hash state.
 pub(crate) type SessionSlot = Arc<tokio::sync::Mutex<Option<HashState>>>;
 
+/// A held session lock.
+pub(crate) type SessionGuard = tokio::sync::OwnedMutexGuard<Option<HashState>>;
+
 /// The registry's table of live upload sessions.
 #[derive(Default)]
 pub(crate) struct UploadTable {
