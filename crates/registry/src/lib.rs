@@ -4,6 +4,7 @@
 //! No HTTP, SQL or filesystem types appear here; adapters implement the ports and the
 //! `http` crate turns [`RegistryError`] into OCI error responses.
 
+mod cache;
 pub mod error;
 pub mod fsck;
 pub mod ports;

@@ -8,6 +8,7 @@ use berth_oci::{Algorithm, Digest, DigestHasher, Reference, RepoName, Tag};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use crate::cache::HotCache;
 use crate::error::{RegistryError, Result};
 use crate::ports::{BlobStore, ByteStream, MetaStore, StorageError};
 use crate::types::*;
@@ -55,6 +56,7 @@ pub struct Registry {
     blobs: Arc<dyn BlobStore>,
     meta: Arc<dyn MetaStore>,
     uploads: UploadTable,
+    cache: HotCache,
 }
 
 /// Current time in unix seconds.
@@ -72,6 +74,7 @@ impl Registry {
             blobs,
             meta,
             uploads: UploadTable::default(),
+            cache: HotCache::new(),
         }
     }
 
@@ -89,7 +92,19 @@ impl Registry {
 
     /// Size and digest of a blob readable through `repo`.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobInfo> {
-        if let Some(size) = self.meta.linked_blob_size(repo, digest).await? {
+        let cached = self.cache.link(repo, digest);
+        let linked = match cached {
+            Some(size) => Some(size),
+            None => {
+                let ticket = self.cache.ticket();
+                let size = self.meta.linked_blob_size(repo, digest).await?;
+                if let Some(size) = size {
+                    self.cache.fill_link(ticket, repo, digest, size);
+                }
+                size
+            }
+        };
+        if let Some(size) = linked {
             return Ok(BlobInfo {
                 digest: digest.clone(),
                 size,
@@ -130,7 +145,10 @@ impl Registry {
     /// Unlinks a blob from a repository (the bytes stay until garbage collection).
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         match self.meta.unlink_blob(repo, digest).await? {
-            BlobUnlink::Unlinked => Ok(()),
+            BlobUnlink::Unlinked => {
+                self.cache.link_removed(repo, digest);
+                Ok(())
+            }
             BlobUnlink::NotLinked => Err(RegistryError::BlobUnknown(digest.clone())),
             BlobUnlink::ReferencedBy(m) => Err(RegistryError::Unsupported(format!(
                 "blob {digest} is referenced by manifest {m} in {repo}; delete that manifest first"
@@ -485,11 +503,14 @@ impl Registry {
             pushed_at: unix_now(),
         };
         match self.meta.put_manifest(&new).await? {
-            Ok(()) => Ok(PushedManifest {
-                digest,
-                subject,
-                tags,
-            }),
+            Ok(()) => {
+                self.cache.tags_changed(repo, &tags);
+                Ok(PushedManifest {
+                    digest,
+                    subject,
+                    tags,
+                })
+            }
             Err(ManifestRefusal::Missing(d)) => Err(RegistryError::ManifestBlobUnknown(d)),
             Err(ManifestRefusal::SizeMismatch {
                 digest,
@@ -509,14 +530,30 @@ impl Registry {
     ) -> Result<StoredManifest> {
         let digest = match reference {
             Reference::Digest(d) => Some(d.clone()),
-            Reference::Tag(t) => self.meta.resolve_tag(repo, t).await?,
+            Reference::Tag(t) => match self.cache.tag(repo, t) {
+                Some(d) => Some(d),
+                None => {
+                    let ticket = self.cache.ticket();
+                    let d = self.meta.resolve_tag(repo, t).await?;
+                    if let Some(d) = &d {
+                        self.cache.fill_tag(ticket, repo, t, d);
+                    }
+                    d
+                }
+            },
         };
-        let found = match &digest {
-            Some(d) => self.meta.get_manifest(repo, d).await?,
-            None => None,
+        let Some(digest) = digest else {
+            return Err(self.manifest_miss(repo, reference).await);
         };
-        match found {
-            Some(m) => Ok(m),
+        if let Some(m) = self.cache.manifest(repo, &digest) {
+            return Ok(m);
+        }
+        let ticket = self.cache.ticket();
+        match self.meta.get_manifest(repo, &digest).await? {
+            Some(m) => {
+                self.cache.fill_manifest(ticket, repo, &m);
+                Ok(m)
+            }
             None => Err(self.manifest_miss(repo, reference).await),
         }
     }
@@ -524,9 +561,16 @@ impl Registry {
     /// Deletes a tag (by tag) or a manifest and its tags (by digest).
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         let deleted = match reference {
-            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+            Reference::Tag(t) => {
+                let deleted = self.meta.delete_tag(repo, t).await?;
+                self.cache.tags_changed(repo, std::slice::from_ref(t));
+                deleted
+            }
             Reference::Digest(d) => match self.meta.delete_manifest(repo, d).await? {
-                ManifestDeletion::Deleted => true,
+                ManifestDeletion::Deleted => {
+                    self.cache.manifest_deleted(repo, d);
+                    true
+                }
                 ManifestDeletion::NotFound => false,
                 ManifestDeletion::ReferencedBy(index) => {
                     return Err(RegistryError::Unsupported(format!(

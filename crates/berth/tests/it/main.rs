@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod cache;
 mod conformance;
 mod crash;
 mod fsck;
