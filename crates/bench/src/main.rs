@@ -41,6 +41,9 @@ struct Args {
     /// Repetitions of each throughput scenario (the median is reported).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Run only the scenarios whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 #[tokio::main]
@@ -66,7 +69,10 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut rows: Vec<(String, Vec<Figure>)> = Vec::new();
-    for scenario in scenarios::ALL {
+    let chosen = scenarios::ALL
+        .iter()
+        .filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o)));
+    for scenario in chosen {
         let mut figures = Vec::new();
         for t in &mut targets {
             let f = (scenario.run)(t, &sizes)

@@ -195,6 +195,23 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
+/// Blob content with its digest, computed before any timing starts.
+#[derive(Clone)]
+struct Blob {
+    bytes: Bytes,
+    digest: String,
+}
+
+impl Blob {
+    fn new(bytes: impl Into<Bytes>) -> Blob {
+        let bytes = bytes.into();
+        Blob {
+            digest: sha256(&bytes),
+            bytes,
+        }
+    }
+}
+
 fn location(res: &reqwest::Response) -> anyhow::Result<String> {
     Ok(res
         .headers()
@@ -213,8 +230,8 @@ fn with_query(loc: &str, q: &str) -> String {
 }
 
 /// POST + PUT of one blob.
-async fn push_blob(t: &Target, repo: &str, bytes: Bytes) -> anyhow::Result<String> {
-    let digest = sha256(&bytes);
+async fn push_blob(t: &Target, repo: &str, blob: &Blob) -> anyhow::Result<String> {
+    let (bytes, digest) = (blob.bytes.clone(), blob.digest.clone());
     let res = t
         .http
         .post(t.url(&format!("/v2/{repo}/blobs/uploads/")))
@@ -237,10 +254,10 @@ async fn push_blob(t: &Target, repo: &str, bytes: Bytes) -> anyhow::Result<Strin
 async fn push_blob_chunked(
     t: &Target,
     repo: &str,
-    bytes: Bytes,
+    blob: &Blob,
     chunk: usize,
 ) -> anyhow::Result<String> {
-    let digest = sha256(&bytes);
+    let (bytes, digest) = (&blob.bytes, blob.digest.clone());
     let res = t
         .http
         .post(t.url(&format!("/v2/{repo}/blobs/uploads/")))
@@ -279,18 +296,18 @@ async fn push_image(
     repo: &str,
     tag: &str,
     seed: u64,
-    layers: &[Bytes],
+    layers: &[Blob],
 ) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
     let config = json!({"architecture": "amd64", "os": "linux", "seed": seed})
         .to_string()
         .into_bytes();
     let config_len = config.len();
-    let c = push_blob(t, repo, config.into()).await?;
+    let c = push_blob(t, repo, &Blob::new(config)).await?;
     let mut descs = Vec::new();
     let mut digests = Vec::new();
     for l in layers {
-        let d = push_blob(t, repo, l.clone()).await?;
-        descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": l.len()}));
+        let d = push_blob(t, repo, l).await?;
+        descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": l.bytes.len()}));
         digests.push(d);
     }
     let manifest = serde_json::to_vec(&json!({
@@ -319,6 +336,11 @@ async fn put_manifest(t: &Target, repo: &str, tag: &str, manifest: &[u8]) -> any
     Ok(())
 }
 
+/// Flushes every dirty page to disk (`sync`), so each timed push starts equal.
+fn settle_disk() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -328,15 +350,17 @@ async fn push_throughput(t: &mut Target, s: &Sizes, chunked: bool) -> anyhow::Re
     let mut rates = Vec::new();
     for i in 0..s.repeat {
         // Fresh content each time so nothing is deduplicated.
-        let data = Bytes::from(random_bytes(
+        let blob = Blob::new(random_bytes(
             1000 + i as u64 + if chunked { 500 } else { 0 },
             s.blob_mib * MIB,
         ));
+        // Start from a quiet disk: earlier runs' dirty pages must not slow this one.
+        settle_disk();
         let started = Instant::now();
         if chunked {
-            push_blob_chunked(t, "bench/push", data, s.chunk_mib * MIB).await?;
+            push_blob_chunked(t, "bench/push", &blob, s.chunk_mib * MIB).await?;
         } else {
-            push_blob(t, "bench/push", data).await?;
+            push_blob(t, "bench/push", &blob).await?;
         }
         rates.push((s.blob_mib * MIB) as f64 / 1e6 / started.elapsed().as_secs_f64());
     }
@@ -354,8 +378,8 @@ async fn push_throughput(t: &mut Target, s: &Sizes, chunked: bool) -> anyhow::Re
 }
 
 async fn pull_throughput(t: &mut Target, s: &Sizes, hashing: bool) -> anyhow::Result<Figure> {
-    let data = Bytes::from(random_bytes(77, s.blob_mib * MIB));
-    let digest = push_blob(t, "bench/pull", data).await?;
+    let blob = Blob::new(random_bytes(77, s.blob_mib * MIB));
+    let digest = push_blob(t, "bench/pull", &blob).await?;
     let url = t.url(&format!("/v2/bench/pull/blobs/{digest}"));
     let mut rates = Vec::new();
     for _ in 0..s.repeat {
@@ -400,7 +424,7 @@ async fn pull_throughput(t: &mut Target, s: &Sizes, hashing: bool) -> anyhow::Re
 
 async fn push_storm(t: &mut Target, s: &Sizes) -> anyhow::Result<Figure> {
     // Generate every image first, so the timed part is only the pushing.
-    let images: Vec<Vec<Bytes>> = (0..s.storm_images)
+    let images: Vec<Vec<Blob>> = (0..s.storm_images)
         .map(|i| {
             (0..3)
                 .map(|j| {
@@ -410,7 +434,7 @@ async fn push_storm(t: &mut Target, s: &Sizes) -> anyhow::Result<Figure> {
                             .iter()
                             .fold(0usize, |a, b| a * 256 + *b as usize)
                             % (MIB - 4096));
-                    Bytes::from(random_bytes(seed, len))
+                    Blob::new(random_bytes(seed, len))
                 })
                 .collect()
         })
@@ -467,7 +491,7 @@ async fn hot_image(t: &Target) -> anyhow::Result<String> {
         "bench/hot",
         "latest",
         1,
-        &[Bytes::from(random_bytes(5, 2048))],
+        &[Blob::new(random_bytes(5, 2048))],
     )
     .await?;
     layers.into_iter().next().context("layer digest")
@@ -527,7 +551,7 @@ async fn tag_pages(t: &mut Target, s: &Sizes, big: bool) -> anyhow::Result<Figur
     } else {
         ("bench/tagssmall", s.tags_small)
     };
-    let (manifest, _) = push_image(t, repo, "t0", 2, &[Bytes::from(random_bytes(9, 1024))]).await?;
+    let (manifest, _) = push_image(t, repo, "t0", 2, &[Blob::new(random_bytes(9, 1024))]).await?;
     let manifest = Arc::new(manifest);
     let next = Arc::new(AtomicUsize::new(1));
     let mut tasks = Vec::new();

@@ -4,7 +4,7 @@
 //! Durability: an upload is fsynced, renamed into place (atomic on POSIX) and its directory
 //! fsynced before `commit_upload` returns, so a blob file is either absent or whole.
 
-use std::io::{self, ErrorKind, SeekFrom};
+use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -12,15 +12,7 @@ use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest};
 use berth_registry::ports::StoreResult;
 use berth_registry::{BlobStore, ByteRange, ByteStream, StorageError, UploadId};
-use futures_util::StreamExt;
 use tokio::fs::{self, File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
-use tokio_util::io::ReaderStream;
-
-/// Size of write buffers and read chunks: large enough to keep syscalls rare.
-const IO_BUF: usize = 1 << 20;
-/// Read chunk size for streaming blobs out.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// Content-addressed blobs and upload files in one directory tree.
 #[derive(Debug, Clone)]
@@ -86,25 +78,10 @@ impl BlobStore for FsBlobStore {
         &self,
         id: &UploadId,
         offset: u64,
-        mut body: ByteStream,
+        body: ByteStream,
         inspect: &mut (dyn for<'b> FnMut(&'b [u8]) + Send),
     ) -> StoreResult<u64> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .open(self.upload_path(id))
-            .await
-            .map_err(|e| not_found_or(e, id.as_str()))?;
-        file.seek(SeekFrom::Start(offset)).await.map_err(io_err)?;
-        let mut out = BufWriter::with_capacity(IO_BUF, file);
-        let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(StorageError::Body)?;
-            inspect(&chunk);
-            out.write_all(&chunk).await.map_err(io_err)?;
-            written += chunk.len() as u64;
-        }
-        out.flush().await.map_err(io_err)?;
-        Ok(written)
+        crate::io::append(self.upload_path(id), offset, body, inspect).await
     }
 
     async fn truncate_upload(&self, id: &UploadId, len: u64) -> StoreResult<()> {
@@ -120,7 +97,8 @@ impl BlobStore for FsBlobStore {
         let file = File::open(self.upload_path(id))
             .await
             .map_err(|e| not_found_or(e, id.as_str()))?;
-        Ok(Box::pin(ReaderStream::with_capacity(file, IO_BUF)))
+        let len = file.metadata().await.map_err(io_err)?.len();
+        Ok(crate::io::read(file.into_std().await, 0, len))
     }
 
     async fn commit_upload(&self, id: &UploadId, digest: &Digest) -> StoreResult<()> {
@@ -183,19 +161,14 @@ impl BlobStore for FsBlobStore {
         digest: &Digest,
         range: Option<ByteRange>,
     ) -> StoreResult<ByteStream> {
-        let mut file = File::open(self.blob_path(digest))
+        let file = File::open(self.blob_path(digest))
             .await
             .map_err(|e| not_found_or(e, digest.as_str()))?;
-        match range {
-            None => Ok(Box::pin(ReaderStream::with_capacity(file, READ_CHUNK))),
-            Some(r) => {
-                file.seek(SeekFrom::Start(r.start)).await.map_err(io_err)?;
-                Ok(Box::pin(ReaderStream::with_capacity(
-                    file.take(r.len()),
-                    READ_CHUNK,
-                )))
-            }
-        }
+        let (offset, len) = match range {
+            Some(r) => (r.start, r.len()),
+            None => (0, file.metadata().await.map_err(io_err)?.len()),
+        };
+        Ok(crate::io::read(file.into_std().await, offset, len))
     }
 
     async fn delete_blob(&self, digest: &Digest) -> StoreResult<()> {
@@ -299,6 +272,7 @@ mod tests {
     use super::*;
     use berth_oci::DigestHasher;
     use bytes::Bytes;
+    use futures_util::StreamExt;
 
     fn body(parts: &[&'static [u8]]) -> ByteStream {
         let items: Vec<io::Result<Bytes>> =

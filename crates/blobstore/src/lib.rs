@@ -4,5 +4,6 @@
 //! `uploads/<uuid>`).
 
 mod fs;
+mod io;
 
 pub use fs::FsBlobStore;
