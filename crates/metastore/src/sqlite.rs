@@ -16,10 +16,11 @@ use berth_registry::{
     BlobUnlink, ManifestDeletion, ManifestRefusal, MetaStore, NewManifest, Page, Referrer,
     StorageError, StoredManifest, UploadId, UploadSession,
 };
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Acquire, Row, Sqlite, SqliteConnection};
 
 fn db_err(e: sqlx::Error) -> StorageError {
     StorageError::Backend(format!("metadata database: {e}"))
@@ -61,6 +62,33 @@ impl SqliteMetaStore {
             .connect_with(options.read_only(true))
             .await?;
         Ok(SqliteMetaStore { read, write })
+    }
+}
+
+/// How durable a write must be before it returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// fsync the WAL at commit (`synchronous=FULL`): anything a client is told is stored.
+    Durable,
+    /// No fsync at commit (`synchronous=NORMAL`): upload-session bookkeeping, which survives
+    /// a process crash and, after a power loss, is at worst a resumable upload restarted.
+    Relaxed,
+}
+
+impl SqliteMetaStore {
+    /// The single writer connection, set to the durability the next write needs. Every
+    /// write sets it, so a cancelled request can never leave a relaxed mode behind.
+    async fn writer(&self, sync: Durability) -> StoreResult<PoolConnection<Sqlite>> {
+        let mut conn = self.write.acquire().await.map_err(db_err)?;
+        let pragma = match sync {
+            Durability::Durable => "PRAGMA synchronous = FULL",
+            Durability::Relaxed => "PRAGMA synchronous = NORMAL",
+        };
+        sqlx::query(pragma)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        Ok(conn)
     }
 }
 
@@ -154,7 +182,7 @@ impl MetaStore for SqliteMetaStore {
             .bind(s.algorithm.as_str())
             .bind(s.size as i64)
             .bind(s.started_at)
-            .execute(&self.write)
+            .execute(&mut *self.writer(Durability::Relaxed).await?)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -184,7 +212,7 @@ impl MetaStore for SqliteMetaStore {
         sqlx::query("UPDATE upload_sessions SET size = $1 WHERE id = $2")
             .bind(size as i64)
             .bind(id.as_str())
-            .execute(&self.write)
+            .execute(&mut *self.writer(Durability::Relaxed).await?)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -193,7 +221,7 @@ impl MetaStore for SqliteMetaStore {
     async fn delete_upload(&self, id: &UploadId) -> StoreResult<()> {
         sqlx::query("DELETE FROM upload_sessions WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.write)
+            .execute(&mut *self.writer(Durability::Relaxed).await?)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -231,7 +259,8 @@ impl MetaStore for SqliteMetaStore {
         size: u64,
         finished: Option<&UploadId>,
     ) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut conn = self.writer(Durability::Durable).await?;
+        let mut tx = conn.begin().await.map_err(db_err)?;
         sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
             .bind(digest.as_str())
             .bind(size as i64)
@@ -286,14 +315,16 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut conn = self.writer(Durability::Durable).await?;
+        let mut tx = conn.begin().await.map_err(db_err)?;
         let id = repo_id(&mut tx, repo).await.map_err(db_err)?;
         insert_link(&mut tx, id, digest).await.map_err(db_err)?;
         tx.commit().await.map_err(db_err)
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<BlobUnlink> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut conn = self.writer(Durability::Durable).await?;
+        let mut tx = conn.begin().await.map_err(db_err)?;
         let user = sqlx::query(
             "SELECT m.digest FROM manifests m
              JOIN repositories r ON r.id = m.repo_id
@@ -341,7 +372,8 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn forget_blob(&self, digest: &Digest) -> StoreResult<()> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut conn = self.writer(Durability::Durable).await?;
+        let mut tx = conn.begin().await.map_err(db_err)?;
         for sql in [
             "DELETE FROM repo_blobs WHERE digest = $1",
             "DELETE FROM blobs WHERE digest = $1",
@@ -365,7 +397,8 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn put_manifest(&self, m: &NewManifest) -> StoreResult<Result<(), ManifestRefusal>> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut conn = self.writer(Durability::Durable).await?;
+        let mut tx = conn.begin().await.map_err(db_err)?;
         let repo = repo_id(&mut tx, &m.repo).await.map_err(db_err)?;
         if let Some(refusal) = check_refs(&mut tx, repo, m).await.map_err(db_err)? {
             tx.rollback().await.map_err(db_err)?;
@@ -475,7 +508,7 @@ impl MetaStore for SqliteMetaStore {
         )
         .bind(repo.as_str())
         .bind(tag.as_str())
-        .execute(&self.write)
+        .execute(&mut *self.writer(Durability::Durable).await?)
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
@@ -486,7 +519,8 @@ impl MetaStore for SqliteMetaStore {
         repo: &RepoName,
         digest: &Digest,
     ) -> StoreResult<ManifestDeletion> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let mut conn = self.writer(Durability::Durable).await?;
+        let mut tx = conn.begin().await.map_err(db_err)?;
         let row = sqlx::query(
             "SELECT m.id, m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id
              WHERE r.name = $1 AND m.digest = $2",
