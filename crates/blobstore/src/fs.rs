@@ -64,6 +64,16 @@ async fn sync_dir(dir: &Path) -> io::Result<()> {
 
 #[async_trait]
 impl BlobStore for FsBlobStore {
+    async fn ping(&self) -> StoreResult<()> {
+        for dir in ["blobs", "uploads"] {
+            let meta = fs::metadata(self.root.join(dir)).await.map_err(io_err)?;
+            if !meta.is_dir() {
+                return Err(StorageError::Backend(format!("{dir} is not a directory")));
+            }
+        }
+        Ok(())
+    }
+
     async fn create_upload(&self, id: &UploadId) -> StoreResult<()> {
         OpenOptions::new()
             .write(true)

@@ -42,7 +42,25 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/v2/", axum::routing::any(dispatch))
         .route("/v2/{*rest}", axum::routing::any(dispatch))
         .layer(axum::middleware::map_response(add_api_version))
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
         .with_state(registry)
+}
+
+/// Liveness: the process serves HTTP.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: both stores answer.
+async fn readyz(State(reg): State<AppState>) -> Response {
+    match reg.ready().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")).into_response()
+        }
+    }
 }
 
 async fn add_api_version(mut res: Response) -> Response {

@@ -175,6 +175,14 @@ fn page(mut items: Vec<String>, limit: u32) -> Page {
 
 #[async_trait]
 impl MetaStore for SqliteMetaStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     async fn create_upload(&self, s: &UploadSession) -> StoreResult<()> {
         sqlx::query("INSERT INTO upload_sessions (id, repo, algorithm, size, started_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(s.id.as_str())

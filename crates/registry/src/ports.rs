@@ -45,6 +45,8 @@ pub type StoreResult<T> = Result<T, StorageError>;
 /// caller, durable (fsynced) and atomically renamed into place.
 #[async_trait]
 pub trait BlobStore: Send + Sync {
+    /// Checks that the backend answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
     /// Creates an empty upload file.
     async fn create_upload(&self, id: &UploadId) -> StoreResult<()>;
     /// Appends `body` at `offset` (the current upload size), calling `inspect` on every
@@ -87,6 +89,8 @@ pub trait BlobStore: Send + Sync {
 /// state or the new one.
 #[async_trait]
 pub trait MetaStore: Send + Sync {
+    /// Checks that the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
     /// Records a new upload session.
     async fn create_upload(&self, session: &UploadSession) -> StoreResult<()>;
     /// Looks up an upload session.

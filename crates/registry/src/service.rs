@@ -88,6 +88,13 @@ impl Registry {
         &self.meta
     }
 
+    /// Whether both stores answer, for readiness probes.
+    pub async fn ready(&self) -> Result<()> {
+        self.blobs.ping().await?;
+        self.meta.ping().await?;
+        Ok(())
+    }
+
     // ---------------------------------------------------------------- blobs
 
     /// Size and digest of a blob readable through `repo`.

@@ -39,3 +39,19 @@ async fn push_and_pull_an_image() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.bytes().await.unwrap().as_ref(), layer.as_slice());
 }
+
+#[tokio::test]
+async fn health_and_readiness_probes() {
+    let s = Server::start();
+    let res = s.req(Method::GET, "/healthz").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = s.req(Method::GET, "/readyz").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    // A blob store that lost its directory is not ready (and says why).
+    std::fs::remove_dir_all(s.data.join("uploads")).unwrap();
+    let res = s.req(Method::GET, "/readyz").send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.text().await.unwrap().contains("not ready"));
+    let res = s.req(Method::GET, "/healthz").send().await.unwrap();
+    assert_eq!(res.status(), 200, "liveness does not depend on storage");
+}
