@@ -5,5 +5,6 @@
 
 mod migrations;
 mod sqlite;
+mod writer;
 
 pub use sqlite::SqliteMetaStore;

@@ -16,13 +16,14 @@ use berth_registry::{
     BlobUnlink, ManifestDeletion, ManifestRefusal, MetaStore, NewManifest, Page, Referrer,
     StorageError, StoredManifest, UploadId, UploadSession,
 };
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Acquire, Row, Sqlite, SqliteConnection};
+use sqlx::{Row, SqliteConnection};
 
-fn db_err(e: sqlx::Error) -> StorageError {
+use crate::writer::{Durability, Writer};
+
+pub(crate) fn db_err(e: sqlx::Error) -> StorageError {
     StorageError::Backend(format!("metadata database: {e}"))
 }
 
@@ -35,7 +36,7 @@ fn parse_digest(s: &str) -> StoreResult<Digest> {
 #[derive(Debug, Clone)]
 pub struct SqliteMetaStore {
     read: SqlitePool,
-    write: SqlitePool,
+    writer: Writer,
 }
 
 impl SqliteMetaStore {
@@ -57,38 +58,12 @@ impl SqliteMetaStore {
             .run(&write)
             .await
             .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+        let writer = Writer::start(write.acquire().await?.detach());
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteMetaStore { read, write })
-    }
-}
-
-/// How durable a write must be before it returns.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    /// fsync the WAL at commit (`synchronous=FULL`): anything a client is told is stored.
-    Durable,
-    /// No fsync at commit (`synchronous=NORMAL`): upload-session bookkeeping, which survives
-    /// a process crash and, after a power loss, is at worst a resumable upload restarted.
-    Relaxed,
-}
-
-impl SqliteMetaStore {
-    /// The single writer connection, set to the durability the next write needs. Every
-    /// write sets it, so a cancelled request can never leave a relaxed mode behind.
-    async fn writer(&self, sync: Durability) -> StoreResult<PoolConnection<Sqlite>> {
-        let mut conn = self.write.acquire().await.map_err(db_err)?;
-        let pragma = match sync {
-            Durability::Durable => "PRAGMA synchronous = FULL",
-            Durability::Relaxed => "PRAGMA synchronous = NORMAL",
-        };
-        sqlx::query(pragma)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?;
-        Ok(conn)
+        Ok(SqliteMetaStore { read, writer })
     }
 }
 
@@ -167,6 +142,70 @@ const LIST_TAGS: &str = "SELECT t.name FROM tags t JOIN repositories r ON r.id =
 /// One page of repositories: an index range scan on `repositories (name)`.
 const LIST_REPOS: &str = "SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2";
 
+/// The body of a manifest write, run inside the writer's transaction.
+async fn put_manifest_in(
+    conn: &mut SqliteConnection,
+    m: &NewManifest,
+) -> Result<Result<(), ManifestRefusal>, sqlx::Error> {
+    let repo = repo_id(conn, &m.repo).await?;
+    if let Some(refusal) = check_refs(conn, repo, m).await? {
+        return Ok(Err(refusal));
+    }
+    sqlx::query(
+        "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, digest) DO NOTHING",
+    )
+    .bind(repo)
+    .bind(m.digest.as_str())
+    .bind(&m.media_type)
+    .bind(m.artifact_type.as_deref())
+    .bind(m.subject.as_ref().map(Digest::as_str))
+    .bind(m.annotations.as_deref())
+    .bind(m.bytes.len() as i64)
+    .bind(m.bytes.as_ref())
+    .bind(m.pushed_at)
+    .execute(&mut *conn)
+    .await?;
+    let manifest_id: i64 =
+        sqlx::query("SELECT id FROM manifests WHERE repo_id = $1 AND digest = $2")
+            .bind(repo)
+            .bind(m.digest.as_str())
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+    let refs = m
+        .blob_refs
+        .iter()
+        .map(|(d, _)| ("blob", d))
+        .chain(m.manifest_refs.iter().map(|d| ("manifest", d)));
+    for (kind, digest) in refs {
+        sqlx::query("INSERT INTO manifest_refs (manifest_id, kind, digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(manifest_id)
+            .bind(kind)
+            .bind(digest.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    for tag in &m.tags {
+        sqlx::query(
+            "INSERT INTO tags (repo_id, name, manifest_id, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (repo_id, name) DO UPDATE SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
+        )
+        .bind(repo)
+        .bind(tag.as_str())
+        .bind(manifest_id)
+        .bind(m.pushed_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Ok(()))
+}
+
+/// `keep` for writes whose every result should be committed.
+fn keep<T>(_: &T) -> bool {
+    true
+}
+
 fn page(mut items: Vec<String>, limit: u32) -> Page {
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
@@ -184,16 +223,22 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn create_upload(&self, s: &UploadSession) -> StoreResult<()> {
-        sqlx::query("INSERT INTO upload_sessions (id, repo, algorithm, size, started_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(s.id.as_str())
-            .bind(s.repo.as_str())
-            .bind(s.algorithm.as_str())
-            .bind(s.size as i64)
-            .bind(s.started_at)
-            .execute(&mut *self.writer(Durability::Relaxed).await?)
+        let s = s.clone();
+        self.writer
+            .write(Durability::Relaxed, keep, move |conn| {
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO upload_sessions (id, repo, algorithm, size, started_at) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(s.id.as_str())
+                        .bind(s.repo.as_str())
+                        .bind(s.algorithm.as_str())
+                        .bind(s.size as i64)
+                        .bind(s.started_at)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
             .await
-            .map_err(db_err)?;
-        Ok(())
     }
 
     async fn get_upload(&self, id: &UploadId) -> StoreResult<Option<UploadSession>> {
@@ -217,22 +262,34 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn set_upload_size(&self, id: &UploadId, size: u64) -> StoreResult<()> {
-        sqlx::query("UPDATE upload_sessions SET size = $1 WHERE id = $2")
-            .bind(size as i64)
-            .bind(id.as_str())
-            .execute(&mut *self.writer(Durability::Relaxed).await?)
+        let id = id.clone();
+        self.writer
+            .write(Durability::Relaxed, keep, move |conn| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE upload_sessions SET size = $1 WHERE id = $2")
+                        .bind(size as i64)
+                        .bind(id.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
             .await
-            .map_err(db_err)?;
-        Ok(())
     }
 
     async fn delete_upload(&self, id: &UploadId) -> StoreResult<()> {
-        sqlx::query("DELETE FROM upload_sessions WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&mut *self.writer(Durability::Relaxed).await?)
+        let id = id.clone();
+        self.writer
+            .write(Durability::Relaxed, keep, move |conn| {
+                Box::pin(async move {
+                    sqlx::query("DELETE FROM upload_sessions WHERE id = $1")
+                        .bind(id.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
             .await
-            .map_err(db_err)?;
-        Ok(())
     }
 
     async fn upload_ids(&self) -> StoreResult<Vec<UploadId>> {
@@ -267,25 +324,28 @@ impl MetaStore for SqliteMetaStore {
         size: u64,
         finished: Option<&UploadId>,
     ) -> StoreResult<()> {
-        let mut conn = self.writer(Durability::Durable).await?;
-        let mut tx = conn.begin().await.map_err(db_err)?;
-        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
-            .bind(digest.as_str())
-            .bind(size as i64)
-            .bind(unix_now())
-            .execute(&mut *tx)
+        let (repo, digest, finished) = (repo.clone(), digest.clone(), finished.cloned());
+        self.writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
+                        .bind(digest.as_str())
+                        .bind(size as i64)
+                        .bind(unix_now())
+                        .execute(&mut *conn)
+                        .await?;
+                    let id = repo_id(conn, &repo).await?;
+                    insert_link(conn, id, &digest).await?;
+                    if let Some(upload) = &finished {
+                        sqlx::query("DELETE FROM upload_sessions WHERE id = $1")
+                            .bind(upload.as_str())
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .await
-            .map_err(db_err)?;
-        let id = repo_id(&mut tx, repo).await.map_err(db_err)?;
-        insert_link(&mut tx, id, digest).await.map_err(db_err)?;
-        if let Some(upload) = finished {
-            sqlx::query("DELETE FROM upload_sessions WHERE id = $1")
-                .bind(upload.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-        tx.commit().await.map_err(db_err)
     }
 
     async fn linked_blob_size(&self, repo: &RepoName, digest: &Digest) -> StoreResult<Option<u64>> {
@@ -323,45 +383,53 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()> {
-        let mut conn = self.writer(Durability::Durable).await?;
-        let mut tx = conn.begin().await.map_err(db_err)?;
-        let id = repo_id(&mut tx, repo).await.map_err(db_err)?;
-        insert_link(&mut tx, id, digest).await.map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    let id = repo_id(conn, &repo).await?;
+                    insert_link(conn, id, &digest).await
+                })
+            })
+            .await
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<BlobUnlink> {
-        let mut conn = self.writer(Durability::Durable).await?;
-        let mut tx = conn.begin().await.map_err(db_err)?;
-        let user = sqlx::query(
-            "SELECT m.digest FROM manifests m
-             JOIN repositories r ON r.id = m.repo_id
-             JOIN manifest_refs mr ON mr.manifest_id = m.id
-             WHERE r.name = $1 AND mr.kind = 'blob' AND mr.digest = $2 LIMIT 1",
-        )
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if let Some(row) = user {
-            let d: String = row.try_get(0).map_err(db_err)?;
-            return Ok(BlobUnlink::ReferencedBy(parse_digest(&d)?));
-        }
-        let done = sqlx::query(
-            "DELETE FROM repo_blobs WHERE digest = $2
-             AND repo_id = (SELECT id FROM repositories WHERE name = $1)",
-        )
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(if done.rows_affected() > 0 {
-            BlobUnlink::Unlinked
-        } else {
-            BlobUnlink::NotLinked
+        let (repo, digest) = (repo.clone(), digest.clone());
+        // Err(referencing manifest) or Ok(whether a link was removed).
+        let outcome: Result<bool, String> = self
+            .writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    let user = sqlx::query(
+                        "SELECT m.digest FROM manifests m
+                         JOIN repositories r ON r.id = m.repo_id
+                         JOIN manifest_refs mr ON mr.manifest_id = m.id
+                         WHERE r.name = $1 AND mr.kind = 'blob' AND mr.digest = $2 LIMIT 1",
+                    )
+                    .bind(repo.as_str())
+                    .bind(digest.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    if let Some(row) = user {
+                        return Ok(Err(row.try_get::<String, _>(0)?));
+                    }
+                    let done = sqlx::query(
+                        "DELETE FROM repo_blobs WHERE digest = $2
+                         AND repo_id = (SELECT id FROM repositories WHERE name = $1)",
+                    )
+                    .bind(repo.as_str())
+                    .bind(digest.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(Ok(done.rows_affected() > 0))
+                })
+            })
+            .await?;
+        Ok(match outcome {
+            Err(user) => BlobUnlink::ReferencedBy(parse_digest(&user)?),
+            Ok(true) => BlobUnlink::Unlinked,
+            Ok(false) => BlobUnlink::NotLinked,
         })
     }
 
@@ -380,19 +448,23 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn forget_blob(&self, digest: &Digest) -> StoreResult<()> {
-        let mut conn = self.writer(Durability::Durable).await?;
-        let mut tx = conn.begin().await.map_err(db_err)?;
-        for sql in [
-            "DELETE FROM repo_blobs WHERE digest = $1",
-            "DELETE FROM blobs WHERE digest = $1",
-        ] {
-            sqlx::query(sql)
-                .bind(digest.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-        tx.commit().await.map_err(db_err)
+        let digest = digest.clone();
+        self.writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    for sql in [
+                        "DELETE FROM repo_blobs WHERE digest = $1",
+                        "DELETE FROM blobs WHERE digest = $1",
+                    ] {
+                        sqlx::query(sql)
+                            .bind(digest.as_str())
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn repo_exists(&self, repo: &RepoName) -> StoreResult<bool> {
@@ -405,66 +477,12 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn put_manifest(&self, m: &NewManifest) -> StoreResult<Result<(), ManifestRefusal>> {
-        let mut conn = self.writer(Durability::Durable).await?;
-        let mut tx = conn.begin().await.map_err(db_err)?;
-        let repo = repo_id(&mut tx, &m.repo).await.map_err(db_err)?;
-        if let Some(refusal) = check_refs(&mut tx, repo, m).await.map_err(db_err)? {
-            tx.rollback().await.map_err(db_err)?;
-            return Ok(Err(refusal));
-        }
-        sqlx::query(
-            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, digest) DO NOTHING",
-        )
-        .bind(repo)
-        .bind(m.digest.as_str())
-        .bind(&m.media_type)
-        .bind(m.artifact_type.as_deref())
-        .bind(m.subject.as_ref().map(Digest::as_str))
-        .bind(m.annotations.as_deref())
-        .bind(m.bytes.len() as i64)
-        .bind(m.bytes.as_ref())
-        .bind(m.pushed_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let manifest_id: i64 =
-            sqlx::query("SELECT id FROM manifests WHERE repo_id = $1 AND digest = $2")
-                .bind(repo)
-                .bind(m.digest.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .and_then(|r| r.try_get(0))
-                .map_err(db_err)?;
-        let refs = m
-            .blob_refs
-            .iter()
-            .map(|(d, _)| ("blob", d))
-            .chain(m.manifest_refs.iter().map(|d| ("manifest", d)));
-        for (kind, digest) in refs {
-            sqlx::query("INSERT INTO manifest_refs (manifest_id, kind, digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(manifest_id)
-                .bind(kind)
-                .bind(digest.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-        for tag in &m.tags {
-            sqlx::query(
-                "INSERT INTO tags (repo_id, name, manifest_id, updated_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (repo_id, name) DO UPDATE SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
-            )
-            .bind(repo)
-            .bind(tag.as_str())
-            .bind(manifest_id)
-            .bind(m.pushed_at)
-            .execute(&mut *tx)
+        let m = m.clone();
+        self.writer
+            .write(Durability::Durable, Result::is_ok, move |conn| {
+                Box::pin(async move { put_manifest_in(conn, &m).await })
+            })
             .await
-            .map_err(db_err)?;
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(Ok(()))
     }
 
     async fn get_manifest(
@@ -511,15 +529,21 @@ impl MetaStore for SqliteMetaStore {
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "DELETE FROM tags WHERE name = $2 AND repo_id = (SELECT id FROM repositories WHERE name = $1)",
-        )
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .execute(&mut *self.writer(Durability::Durable).await?)
-        .await
-        .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let (repo, tag) = (repo.clone(), tag.clone());
+        self.writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "DELETE FROM tags WHERE name = $2 AND repo_id = (SELECT id FROM repositories WHERE name = $1)",
+                    )
+                    .bind(repo.as_str())
+                    .bind(tag.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(done.rows_affected() > 0)
+                })
+            })
+            .await
     }
 
     async fn delete_manifest(
@@ -527,47 +551,49 @@ impl MetaStore for SqliteMetaStore {
         repo: &RepoName,
         digest: &Digest,
     ) -> StoreResult<ManifestDeletion> {
-        let mut conn = self.writer(Durability::Durable).await?;
-        let mut tx = conn.begin().await.map_err(db_err)?;
-        let row = sqlx::query(
-            "SELECT m.id, m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id
-             WHERE r.name = $1 AND m.digest = $2",
-        )
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let Some(row) = row else {
-            return Ok(ManifestDeletion::NotFound);
-        };
-        let id: i64 = row.try_get(0).map_err(db_err)?;
-        let repo_id: i64 = row.try_get(1).map_err(db_err)?;
-        let parent = sqlx::query(
-            "SELECT m.digest FROM manifest_refs mr JOIN manifests m ON m.id = mr.manifest_id
-             WHERE mr.kind = 'manifest' AND mr.digest = $1 AND m.repo_id = $2 LIMIT 1",
-        )
-        .bind(digest.as_str())
-        .bind(repo_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if let Some(p) = parent {
-            let d: String = p.try_get(0).map_err(db_err)?;
-            return Ok(ManifestDeletion::ReferencedBy(parse_digest(&d)?));
-        }
-        for sql in [
-            "DELETE FROM tags WHERE manifest_id = $1",
-            "DELETE FROM manifests WHERE id = $1",
-        ] {
-            sqlx::query(sql)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(ManifestDeletion::Deleted)
+        let (repo, digest) = (repo.clone(), digest.clone());
+        // None: not found; Some(Err(index)): listed by an index; Some(Ok(())): deleted.
+        let outcome: Option<Result<(), String>> = self
+            .writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "SELECT m.id, m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id
+                         WHERE r.name = $1 AND m.digest = $2",
+                    )
+                    .bind(repo.as_str())
+                    .bind(digest.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    let Some(row) = row else { return Ok(None) };
+                    let id: i64 = row.try_get(0)?;
+                    let repo_id: i64 = row.try_get(1)?;
+                    let parent = sqlx::query(
+                        "SELECT m.digest FROM manifest_refs mr JOIN manifests m ON m.id = mr.manifest_id
+                         WHERE mr.kind = 'manifest' AND mr.digest = $1 AND m.repo_id = $2 LIMIT 1",
+                    )
+                    .bind(digest.as_str())
+                    .bind(repo_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    if let Some(p) = parent {
+                        return Ok(Some(Err(p.try_get::<String, _>(0)?)));
+                    }
+                    for sql in [
+                        "DELETE FROM tags WHERE manifest_id = $1",
+                        "DELETE FROM manifests WHERE id = $1",
+                    ] {
+                        sqlx::query(sql).bind(id).execute(&mut *conn).await?;
+                    }
+                    Ok(Some(Ok(())))
+                })
+            })
+            .await?;
+        Ok(match outcome {
+            None => ManifestDeletion::NotFound,
+            Some(Ok(())) => ManifestDeletion::Deleted,
+            Some(Err(index)) => ManifestDeletion::ReferencedBy(parse_digest(&index)?),
+        })
     }
 
     async fn list_tags(

@@ -59,6 +59,22 @@ pub struct Registry {
     cache: HotCache,
 }
 
+/// Most bytes of a refused chunk read and thrown away, so the client can read the refusal.
+const DISCARD_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Reads and drops up to [`DISCARD_LIMIT`] bytes of a body the registry refused: a server
+/// that answers without reading the body makes HTTP/1.1 clients that are still sending it
+/// lose the answer. Past the limit the connection is simply closed.
+async fn discard_body(mut body: ByteStream) {
+    let mut seen = 0;
+    while seen < DISCARD_LIMIT {
+        match body.next().await {
+            Some(Ok(chunk)) => seen += chunk.len(),
+            _ => return,
+        }
+    }
+}
+
 /// Current time in unix seconds.
 pub fn unix_now() -> i64 {
     SystemTime::now()
@@ -399,6 +415,7 @@ impl Registry {
         if let Some((start, end)) = chunk.range
             && (start != base.offset || end < start)
         {
+            discard_body(chunk.body).await;
             return Err(RegistryError::RangeInvalid { size: base.offset });
         }
         let mut hasher = base.hasher.clone();
