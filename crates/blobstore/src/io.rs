@@ -15,14 +15,15 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-/// Bytes collected before a batch goes to the writer thread.
-const WRITE_BATCH: usize = 1 << 20;
+/// Bytes collected before a batch goes to the writer thread (with the queue, bounds the
+/// memory one upload holds: 32 concurrent uploads stay under 25 MiB).
+const WRITE_BATCH: usize = 256 << 10;
 /// Batches in flight between receiver and writer (bounds memory per upload).
-const WRITE_QUEUE: usize = 4;
+const WRITE_QUEUE: usize = 2;
 /// Start kernel writeback after this many new bytes.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 /// Size of each buffer read from a blob.
-const READ_CHUNK: usize = 1 << 20;
+const READ_CHUNK: usize = 512 << 10;
 /// Buffers read ahead of the socket.
 const READ_QUEUE: usize = 2;
 

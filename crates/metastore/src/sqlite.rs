@@ -60,7 +60,7 @@ impl SqliteMetaStore {
             .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
         let writer = Writer::start(write.acquire().await?.detach());
         let read = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
         Ok(SqliteMetaStore { read, writer })
