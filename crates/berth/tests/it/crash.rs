@@ -1,7 +1,6 @@
 //! Crash safety: `kill -9` during concurrent pushes loses nothing that was acknowledged,
 //! leaves nothing partial visible, and interrupted pushes can be retried.
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -130,21 +129,6 @@ fn layers_for(worker: u64, n: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn fsck(data: &std::path::Path, repair: bool) -> (bool, String) {
-    let mut cmd = Command::new(BERTH);
-    cmd.args(["fsck", "--data"])
-        .arg(data)
-        .env("RUST_LOG", "warn");
-    if repair {
-        cmd.arg("--repair");
-    }
-    let out = cmd.output().expect("run berth fsck");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged() {
     let server = Server::start();
@@ -199,9 +183,11 @@ async fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged() {
         !report.contains("missing file"),
         "fsck after crash:\n{report}"
     );
-    let (ok, report) = fsck(&data, true);
+    let (code, report) = fsck(&data, true);
+    let ok = code == 0;
     assert!(ok, "fsck --repair failed:\n{report}");
-    let (ok, report) = fsck(&data, false);
+    let (code, report) = fsck(&data, false);
+    let ok = code == 0;
     assert!(
         ok && report.contains("clean"),
         "fsck not clean after repair:\n{report}"
@@ -276,7 +262,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
             .map(|r| r.status().as_u16())
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let killed = Command::new("kill")
+    let killed = std::process::Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])
         .status()
         .unwrap();

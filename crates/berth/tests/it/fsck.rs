@@ -1,25 +1,8 @@
 //! `berth fsck`: corrupt, missing and orphaned blobs are found, and repaired on request.
 
-use std::process::Command;
-
 use reqwest::Method;
 
 use crate::harness::*;
-
-fn fsck(data: &std::path::Path, repair: bool) -> (i32, String) {
-    let mut cmd = Command::new(BERTH);
-    cmd.args(["fsck", "--data"])
-        .arg(data)
-        .env("RUST_LOG", "warn");
-    if repair {
-        cmd.arg("--repair");
-    }
-    let out = cmd.output().expect("run berth fsck");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
 fn blob_file(data: &std::path::Path, digest: &str) -> std::path::PathBuf {
     let hex = digest.strip_prefix("sha256:").unwrap();

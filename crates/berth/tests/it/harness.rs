@@ -243,3 +243,19 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Runs `berth fsck` (with `--repair` if asked) on a data dir: (exit code, stdout).
+pub fn fsck(data: &Path, repair: bool) -> (i32, String) {
+    let mut cmd = Command::new(BERTH);
+    cmd.args(["fsck", "--data"])
+        .arg(data)
+        .env("RUST_LOG", "warn");
+    if repair {
+        cmd.arg("--repair");
+    }
+    let out = cmd.output().expect("run berth fsck");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
