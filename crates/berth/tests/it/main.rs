@@ -4,6 +4,7 @@
 mod harness;
 
 mod cache;
+mod config;
 mod conformance;
 mod crash;
 mod fsck;
