@@ -43,7 +43,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Machine-readable line for scripts that start berth on port 0.
     println!("listening on {local}");
 
-    let app = berth_http::router(registry);
+    let app = berth_http::router(registry, Some(install_metrics()?));
     let stopping = Arc::new(Notify::new());
     let signalled = stopping.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -59,6 +59,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Installs the Prometheus recorder and returns the `/metrics` renderer.
+fn install_metrics() -> anyhow::Result<berth_http::metrics::MetricsRender> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(berth_http::metrics::LATENCY.to_owned()),
+            berth_http::metrics::LATENCY_BUCKETS,
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    Ok(Arc::new(move || handle.render()))
 }
 
 async fn shutdown_signal() {

@@ -76,6 +76,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Unsupported(_) => ErrorCode::Unsupported,
             RegistryError::Storage(err) => {
                 tracing::error!(error = %err, "storage failure");
+                ::metrics::counter!("berth_storage_errors_total").increment(1);
                 return ApiError::new(
                     ErrorCode::Unknown,
                     "the registry's storage failed; nothing was acknowledged, retry the request",

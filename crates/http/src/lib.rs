@@ -9,6 +9,7 @@ mod discovery;
 pub mod endpoint;
 pub mod error;
 mod manifests;
+pub mod metrics;
 mod query;
 mod uploads;
 
@@ -35,16 +36,38 @@ pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-d
 /// Shared state of every handler.
 pub type AppState = Arc<Registry>;
 
-/// The `/v2` router over a registry.
-pub fn router(registry: Arc<Registry>) -> Router {
-    Router::new()
+/// The router over a registry: `/v2`, the probes, and `/metrics` when a renderer is given.
+pub fn router(registry: Arc<Registry>, metrics: Option<metrics::MetricsRender>) -> Router {
+    let router = Router::new()
         .route("/v2", axum::routing::any(dispatch))
         .route("/v2/", axum::routing::any(dispatch))
         .route("/v2/{*rest}", axum::routing::any(dispatch))
         .layer(axum::middleware::map_response(add_api_version))
         .route("/healthz", axum::routing::get(healthz))
-        .route("/readyz", axum::routing::get(readyz))
-        .with_state(registry)
+        .route("/readyz", axum::routing::get(readyz));
+    let router = match metrics {
+        Some(render) => router.route(
+            "/metrics",
+            axum::routing::get(move |State(reg): State<AppState>| {
+                metrics_page(reg, render.clone())
+            }),
+        ),
+        None => router,
+    };
+    router.with_state(registry)
+}
+
+/// `/metrics`: refreshes the gauges that are read on demand, then renders everything.
+async fn metrics_page(reg: AppState, render: metrics::MetricsRender) -> Response {
+    match reg.open_uploads().await {
+        Ok(n) => ::metrics::gauge!("berth_upload_sessions_open").set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "counting open uploads"),
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(),
+    )
+        .into_response()
 }
 
 /// Liveness: the process serves HTTP.
@@ -70,22 +93,38 @@ async fn add_api_version(mut res: Response) -> Response {
 }
 
 async fn dispatch(State(reg): State<AppState>, req: Request) -> Response {
-    let endpoint = match Endpoint::parse(req.uri().path()) {
-        Ok(e) => e,
-        Err(PathError::Invalid(e)) => return ApiError::from(e).into_response(),
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let (class, res) = match Endpoint::parse(req.uri().path()) {
+        Ok(endpoint) => {
+            let class = metrics::class(Some(&endpoint));
+            let (parts, body) = req.into_parts();
+            let res = route(&reg, endpoint, &parts, counted(class, body))
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
+            (class, res)
+        }
+        Err(PathError::Invalid(e)) => (metrics::class(None), ApiError::from(e).into_response()),
         Err(PathError::NotFound) => {
-            return ApiError::new(
+            let res = ApiError::new(
                 ErrorCode::Unsupported,
                 format!("no OCI endpoint at {}", req.uri().path()),
             )
             .with_status(StatusCode::NOT_FOUND)
             .into_response();
+            (metrics::class(None), res)
         }
     };
-    let (parts, body) = req.into_parts();
-    route(&reg, endpoint, &parts, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    metrics::record(class, &method, started, &res);
+    res
+}
+
+/// The request body, counting its bytes into the request-bytes metric as they arrive.
+fn counted(class: &'static str, body: Body) -> Body {
+    use futures_util::TryStreamExt;
+    Body::from_stream(body.into_data_stream().inspect_ok(move |chunk| {
+        metrics::count_in(class, chunk.len());
+    }))
 }
 
 async fn route(reg: &Registry, endpoint: Endpoint, req: &Parts, body: Body) -> ApiResult {

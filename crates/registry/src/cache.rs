@@ -19,6 +19,14 @@ const TAG_ENTRIES: u64 = 100_000;
 /// Blob links kept at most.
 const LINK_ENTRIES: u64 = 100_000;
 
+/// Counts a lookup as a hit or a miss (`berth_cache_lookups_total`).
+fn counted<T>(cache: &'static str, found: Option<T>) -> Option<T> {
+    let result = if found.is_some() { "hit" } else { "miss" };
+    metrics::counter!("berth_cache_lookups_total", "cache" => cache, "result" => result)
+        .increment(1);
+    found
+}
+
 /// The caches and their write generation.
 pub(crate) struct HotCache {
     tags: Cache<(RepoName, Tag), Digest>,
@@ -68,7 +76,7 @@ impl HotCache {
     }
 
     pub fn tag(&self, repo: &RepoName, tag: &Tag) -> Option<Digest> {
-        self.tags.get(&(repo.clone(), tag.clone()))
+        counted("tag", self.tags.get(&(repo.clone(), tag.clone())))
     }
 
     pub fn fill_tag(&self, ticket: Ticket, repo: &RepoName, tag: &Tag, digest: &Digest) {
@@ -79,7 +87,10 @@ impl HotCache {
     }
 
     pub fn manifest(&self, repo: &RepoName, digest: &Digest) -> Option<StoredManifest> {
-        self.manifests.get(&(repo.clone(), digest.clone()))
+        counted(
+            "manifest",
+            self.manifests.get(&(repo.clone(), digest.clone())),
+        )
     }
 
     pub fn fill_manifest(&self, ticket: Ticket, repo: &RepoName, m: &StoredManifest) {
@@ -90,7 +101,7 @@ impl HotCache {
     }
 
     pub fn link(&self, repo: &RepoName, digest: &Digest) -> Option<u64> {
-        self.links.get(&(repo.clone(), digest.clone()))
+        counted("link", self.links.get(&(repo.clone(), digest.clone())))
     }
 
     pub fn fill_link(&self, ticket: Ticket, repo: &RepoName, digest: &Digest, size: u64) {

@@ -104,6 +104,11 @@ impl Registry {
         &self.meta
     }
 
+    /// Number of upload sessions in progress (for the open-uploads gauge).
+    pub async fn open_uploads(&self) -> Result<usize> {
+        Ok(self.meta.upload_ids().await?.len())
+    }
+
     /// Whether both stores answer, for readiness probes.
     pub async fn ready(&self) -> Result<()> {
         self.blobs.ping().await?;

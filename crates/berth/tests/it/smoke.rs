@@ -55,3 +55,76 @@ async fn health_and_readiness_probes() {
     let res = s.req(Method::GET, "/healthz").send().await.unwrap();
     assert_eq!(res.status(), 200, "liveness does not depend on storage");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_bytes_cache_and_uploads() {
+    let s = Server::start();
+    let layer = random_bytes(9, 5000);
+    s.push_image("metrics/app", "v1", &layer).await;
+    for _ in 0..3 {
+        let res = s
+            .req(Method::GET, "/v2/metrics/app/manifests/v1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let res = s
+        .req(
+            Method::GET,
+            &format!("/v2/metrics/app/blobs/{}", sha256(&layer)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.bytes().await.unwrap().len(), 5000);
+    let res = s
+        .req(Method::GET, "/v2/metrics/app/manifests/nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    // One upload left open.
+    let res = s
+        .req(Method::POST, "/v2/metrics/app/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+
+    let res = s.req(Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    let value = |needle: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {needle} in:\n{text}"))
+    };
+    assert_eq!(
+        value(r#"berth_http_requests_total{endpoint="manifest",method="GET",status="200"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"berth_http_requests_total{endpoint="manifest",method="GET",status="404"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"berth_http_requests_total{endpoint="manifest",method="PUT",status="201"}"#),
+        1.0
+    );
+    assert!(
+        value(
+            r#"berth_http_request_duration_seconds_bucket{endpoint="manifest",method="GET",le="+Inf"}"#
+        ) >= 4.0
+    );
+    assert!(value(r#"berth_http_response_body_bytes_total{endpoint="blob"}"#) >= 5000.0);
+    assert!(value(r#"berth_http_request_body_bytes_total{endpoint="upload"}"#) >= 5000.0);
+    // The first GET by tag misses the caches, the next two hit them.
+    assert_eq!(
+        value(r#"berth_cache_lookups_total{cache="tag",result="hit"}"#),
+        2.0
+    );
+    assert_eq!(value("berth_upload_sessions_open"), 1.0);
+}
