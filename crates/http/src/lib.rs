@@ -95,6 +95,8 @@ async fn add_api_version(mut res: Response) -> Response {
 async fn dispatch(State(reg): State<AppState>, req: Request) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
+    // Kept only for the access log; an Arc-backed clone, no copy of the path bytes.
+    let path = req.uri().clone();
     let (class, res) = match Endpoint::parse(req.uri().path()) {
         Ok(endpoint) => {
             let class = metrics::class(Some(&endpoint));
@@ -116,6 +118,14 @@ async fn dispatch(State(reg): State<AppState>, req: Request) -> Response {
         }
     };
     metrics::record(class, &method, started, &res);
+    tracing::info!(
+        target: "berth::access",
+        endpoint = class,
+        method = %method,
+        path = %path,
+        status = res.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+    );
     res
 }
 

@@ -128,3 +128,53 @@ async fn metrics_count_requests_bytes_cache_and_uploads() {
     );
     assert_eq!(value("berth_upload_sessions_open"), 1.0);
 }
+
+#[tokio::test]
+async fn access_log_is_one_structured_line_per_request_when_enabled() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BERTH)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn,berth::access=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let res = reqwest::get(format!("http://{addr}/v2/some/repo/tags/list"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let entry = log
+        .lines()
+        .find(|l| l.contains("berth::access"))
+        .unwrap_or_else(|| panic!("no access log line in:\n{log}"));
+    for field in [
+        "endpoint=\"tags\"",
+        "method=GET",
+        "path=/v2/some/repo/tags/list",
+        "status=404",
+        "micros=",
+    ] {
+        assert!(entry.contains(field), "{field} missing from {entry}");
+    }
+}
