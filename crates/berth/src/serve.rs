@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use berth_registry::Registry;
 use berth_registry::service::unix_now;
-use tokio::sync::Notify;
 
 use crate::config::{StoreArgs, open_registry};
 
@@ -44,20 +43,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("listening on {local}");
 
     let app = berth_http::router(registry, Some(install_metrics()?));
-    let stopping = Arc::new(Notify::new());
-    let signalled = stopping.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: no new connections, letting requests in flight finish");
-        signalled.notify_one();
-    });
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    tokio::select! {
-        r = server => r.context("serving HTTP")?,
-        _ = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(secs = grace.as_secs(), "requests still running after the grace period; exiting");
-        }
-    }
+    serve(
+        listener,
+        app,
+        Duration::from_secs(config.shutdown_grace_secs),
+    )
+    .await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -72,6 +63,55 @@ fn install_metrics() -> anyhow::Result<berth_http::metrics::MetricsRender> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     Ok(Arc::new(move || handle.render()))
+}
+
+/// Largest read buffer one HTTP/1 connection may grow (hyper's default is ~400 KiB);
+/// with many concurrent uploads these buffers dominate resident memory.
+const CONNECTION_READ_BUFFER: usize = 64 * 1024;
+
+/// Accepts connections until SIGTERM/Ctrl-C, then stops accepting and gives requests in
+/// flight up to `grace` to finish.
+async fn serve(listener: tokio::net::TcpListener, app: axum::Router, grace: Duration) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(CONNECTION_READ_BUFFER);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections, letting requests in flight finish");
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(secs = grace.as_secs(), "requests still running after the grace period; exiting");
+        }
+    }
 }
 
 async fn shutdown_signal() {
