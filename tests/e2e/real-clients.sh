@@ -100,7 +100,9 @@ on_exit() {
   cleanup
 }
 trap on_exit EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP
+# A closed stdout (e.g. piped into head): stop writing to it, then clean up as usual.
+trap 'trap "" PIPE; exec >/dev/null 2>&1; exit 141' PIPE
 
 # check "description" function [args...]: run the function in a subshell with
 # errexit ON (it is not in a condition context there), output to a log; any

@@ -17,6 +17,9 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+# Die by a signal: still run cleanup (EXIT traps do not fire for untrapped fatal signals).
+trap 'exit 1' INT TERM HUP
+trap 'trap "" PIPE; exec >/dev/null 2>&1; exit 141' PIPE
 
 : >"$tmp/stdout"
 "$BERTH" serve --listen 127.0.0.1:0 --data "$tmp/data" >"$tmp/stdout" 2>"$tmp/stderr" &
