@@ -8,7 +8,7 @@ use berth_oci::{Digest, ErrorCode, RepoName};
 use berth_registry::{ByteRange, Registry};
 
 use crate::error::{ApiError, ApiResult};
-use crate::{CONTENT_DIGEST, body_stream_out, hv};
+use crate::{CONTENT_DIGEST, hv};
 
 /// What a `Range` header asks of a blob of a given size.
 #[derive(Debug, PartialEq, Eq)]
@@ -118,7 +118,7 @@ pub(crate) async fn get(
     let body = if head {
         Body::empty()
     } else {
-        body_stream_out(reg.read_blob(&info, range).await?)
+        Body::from_stream(reg.read_blob(&info, range).await?)
     };
     Ok(builder.body(body).unwrap_or_default())
 }

@@ -190,8 +190,3 @@ pub(crate) fn body_stream(body: Body) -> berth_registry::ByteStream {
     use futures_util::TryStreamExt;
     Box::pin(body.into_data_stream().map_err(std::io::Error::other))
 }
-
-/// Turns a registry byte stream into a response body.
-pub(crate) fn body_stream_out(stream: berth_registry::ByteStream) -> Body {
-    Body::from_stream(stream)
-}

@@ -68,8 +68,6 @@ pub trait BlobStore: Send + Sync {
     async fn delete_upload(&self, id: &UploadId) -> StoreResult<()>;
     /// Upload files present, with their last modification time (for sweeping).
     async fn list_uploads(&self) -> StoreResult<Vec<(UploadId, SystemTime)>>;
-    /// Size of a stored blob, `None` when absent.
-    async fn blob_size(&self, digest: &Digest) -> StoreResult<Option<u64>>;
     /// Streams a blob, or the given inclusive range of it.
     async fn read_blob(&self, digest: &Digest, range: Option<ByteRange>)
     -> StoreResult<ByteStream>;

@@ -75,12 +75,8 @@ async fn concurrent_pushes_of_the_same_manifest() {
                 format!("{d}?tag=latest")
             };
             let res = s
-                .req(Method::PUT, &format!("/v2/team/app/manifests/{reference}"))
-                .header("content-type", OCI_MANIFEST)
-                .body(m)
-                .send()
-                .await
-                .unwrap();
+                .put_manifest("team/app", &reference, OCI_MANIFEST, &m)
+                .await;
             (res.status().as_u16(), header(&res, "docker-content-digest"))
         }
     });

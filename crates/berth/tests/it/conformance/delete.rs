@@ -42,15 +42,8 @@ async fn delete_manifest_by_digest() {
     let m = p.oci(None);
     let d = sha256(&m);
     let res = s
-        .req(
-            Method::PUT,
-            &format!("/v2/team/app/manifests/{d}?tag=a&tag=b"),
-        )
-        .header("content-type", OCI_MANIFEST)
-        .body(m.clone())
-        .send()
-        .await
-        .unwrap();
+        .put_manifest("team/app", &format!("{d}?tag=a&tag=b"), OCI_MANIFEST, &m)
+        .await;
     assert_eq!(res.status(), 201);
     let (keep, _) = push_manifest(&s, "team/app", "keep", 3).await;
 

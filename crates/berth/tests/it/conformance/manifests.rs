@@ -505,15 +505,8 @@ async fn multiple_tags_in_one_push() {
     let m = p.oci(None);
     let d = sha256(&m);
     let res = s
-        .req(
-            Method::PUT,
-            &format!("/v2/team/app/manifests/{d}?tag=a&tag=b"),
-        )
-        .header("content-type", OCI_MANIFEST)
-        .body(m.clone())
-        .send()
-        .await
-        .unwrap();
+        .put_manifest("team/app", &format!("{d}?tag=a&tag=b"), OCI_MANIFEST, &m)
+        .await;
     assert_eq!(res.status(), 201);
     let mut tags = header_list(&res, "oci-tag");
     tags.sort();

@@ -132,16 +132,10 @@ async fn invalid_tags_are_400() {
         check_error_body(&res.json().await.unwrap());
         assert_eq!(get(&s, &path).await.status(), 400, "GET {tag}");
 
+        let reference = format!("{}?tag={tag}", sha256(&m));
         let res = s
-            .req(
-                Method::PUT,
-                &format!("/v2/team/app/manifests/{}?tag={tag}", sha256(&m)),
-            )
-            .header("content-type", OCI_MANIFEST)
-            .body(m.clone())
-            .send()
-            .await
-            .unwrap();
+            .put_manifest("team/app", &reference, OCI_MANIFEST, &m)
+            .await;
         assert_eq!(res.status(), 400, "?tag={tag}");
     }
     let tags: Value = get(&s, "/v2/team/app/tags/list")
