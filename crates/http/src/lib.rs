@@ -95,8 +95,9 @@ async fn add_api_version(mut res: Response) -> Response {
 async fn dispatch(State(reg): State<AppState>, req: Request) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
-    // Kept only for the access log; an Arc-backed clone, no copy of the path bytes.
-    let path = req.uri().clone();
+    // Kept only when the access log is on; otherwise the hot path pays one level check.
+    let path =
+        tracing::enabled!(target: "berth::access", tracing::Level::INFO).then(|| req.uri().clone());
     let (class, res) = match Endpoint::parse(req.uri().path()) {
         Ok(endpoint) => {
             let class = metrics::class(Some(&endpoint));
@@ -118,6 +119,7 @@ async fn dispatch(State(reg): State<AppState>, req: Request) -> Response {
         }
     };
     metrics::record(class, &method, started, &res);
+    let Some(path) = path else { return res };
     tracing::info!(
         target: "berth::access",
         endpoint = class,
