@@ -2,6 +2,7 @@
 
 mod config;
 mod fsck;
+mod memory;
 mod serve;
 
 use std::process::ExitCode;
@@ -25,6 +26,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    memory::limit_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

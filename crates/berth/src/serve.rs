@@ -33,6 +33,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let registry = open_registry(&config.data).await?;
     let expiry = Duration::from_secs(config.upload_expiry_hours * 3600);
     tokio::spawn(expire_uploads(registry.clone(), expiry));
+    tokio::spawn(crate::memory::release_free_memory());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -62,8 +63,21 @@ fn install_metrics() -> anyhow::Result<berth_http::metrics::MetricsRender> {
         )?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    // Histogram samples pile up in the recorder until they are folded into buckets; without
+    // this, memory grows with every request between scrapes.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     Ok(Arc::new(move || handle.render()))
 }
+
+/// How often pending histogram samples are folded into their buckets.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Largest read buffer one HTTP/1 connection may grow (hyper's default is ~400 KiB);
 /// with many concurrent uploads these buffers dominate resident memory.
