@@ -3,6 +3,12 @@
 #
 #   tests/e2e/real-clients.sh HOST:PORT          (plain HTTP, no auth, loopback only)
 #
+# With E2E_AUTH_REG=HOST:PORT and E2E_AUTH_PASSWORD set (a second berth started with
+# BERTH_ADMIN_PASSWORD, so credentials are required), access control is driven with the
+# same clients too: docker/podman login and skopeo --creds through the token flow, a
+# robot account pushing with its secret, a reader refused a push, anonymous pulls of a
+# public namespace only.
+#
 # Clients: docker (a private dockerd started here), podman + buildah (private
 # vfs storage), skopeo, and the `oras` Python library (tests/e2e/oras_check.py).
 # Needs what tests/e2e/install-deps.sh installs, and root (dockerd, podman).
@@ -439,6 +445,101 @@ oras_checks() {
   return 0
 }
 
+# ------------------------------------------------------------ access control ---
+AREG=${E2E_AUTH_REG:-}
+APW=${E2E_AUTH_PASSWORD:-}
+# admin_api METHOD PATH JSON: call berth's admin API on the auth registry as admin.
+admin_api() {
+  curl -sS -f -X "$1" -u "admin:$APW" -H 'content-type: application/json' \
+    --data "$3" "http://$AREG$2"
+}
+
+auth_challenge() {
+  local code; code=$(curl -s -o /dev/null -w '%{http_code}' "http://$AREG/v2/")
+  expect_eq "anonymous GET /v2/" "$code" 401
+  curl -s -D - -o /dev/null "http://$AREG/v2/" | tee "$T/challenge.txt"
+  grep -qi "^www-authenticate: Bearer realm=\"http://$AREG/token\",service=\"berth\"" "$T/challenge.txt" ||
+    fail "no Bearer challenge naming the token endpoint"
+}
+
+auth_docker_login_push_pull() {
+  echo "$APW" | d login --username admin --password-stdin "$AREG" | tee "$T/dlogin.out"
+  grep -q 'Login Succeeded' "$T/dlogin.out" || fail "docker login did not succeed"
+  d tag "$DREPO1:v1" "$AREG/team/app:v1"
+  dpush "$AREG/team/app:v1" "$T/apush.out"
+  d rmi "$AREG/team/app:v1"
+  d pull "$AREG/team/app:v1"
+  expect_eq "image ID after pull" "$(d inspect --format '{{.Id}}' "$AREG/team/app:v1")" "$(get docker_id)"
+}
+
+auth_wrong_password() {
+  if echo "not-the-password" | d login --username admin --password-stdin "$AREG" >"$T/badlogin.out" 2>&1; then
+    fail "docker login with a wrong password succeeded"
+  fi
+  cat "$T/badlogin.out"
+  grep -qi 'unauthorized\|invalid username or password' "$T/badlogin.out" || fail "no clear refusal"
+  echo "$APW" | d login --username admin --password-stdin "$AREG" >/dev/null
+}
+
+auth_podman_skopeo() {
+  # podman also reads docker's config, and refuses to log in over docker's stored
+  # identity (refresh) token: log docker out first.
+  d logout "$AREG"
+  pm login --tls-verify=false --username admin --password "$APW" "$AREG"
+  pm pull --tls-verify=false "$PREPO:v1"
+  pm push --tls-verify=false "$PREPO:v1" "$AREG/team/podman:v1"
+  pm rmi "$AREG/team/podman:v1" || true
+  pm pull --tls-verify=false "$AREG/team/podman:v1"
+  sk copy --src-tls-verify=false --dest-tls-verify=false --dest-creds "admin:$APW" \
+    "docker://$DREPO1:v1" "docker://$AREG/pub/app:v1"
+  sk inspect --tls-verify=false --creds "admin:$APW" --format '{{.Digest}}' "docker://$AREG/pub/app:v1" |
+    tee "$T/skdigest"
+  expect_eq "digest copied with --creds" "$(cat "$T/skdigest")" "$(get docker_digest)"
+  pm logout "$AREG"
+}
+
+auth_robot_push() {
+  admin_api POST /api/v1/robots '{"name":"ci","grants":[{"repositories":"ci/*","actions":["pull","push"]}]}' >"$T/robot.json"
+  local secret; secret=$(json "$T/robot.json" 'd["secret"]')
+  echo "$secret" | d login --username ci --password-stdin "$AREG"
+  d tag "$DREPO1:v1" "$AREG/ci/app:v1"
+  dpush "$AREG/ci/app:v1" "$T/robotpush.out"
+  d tag "$DREPO1:v1" "$AREG/team/robot:v1"
+  if d push "$AREG/team/robot:v1" >"$T/robotdenied.out" 2>&1; then
+    fail "the robot pushed outside its grant"
+  fi
+  cat "$T/robotdenied.out"
+  grep -qi 'denied' "$T/robotdenied.out" || fail "docker did not report a denial"
+}
+
+auth_reader_denied() {
+  admin_api POST /api/v1/users '{"name":"ann","password":"ann-pass-123"}'
+  admin_api PUT /api/v1/namespaces/team/members/ann '{"role":"reader"}'
+  echo "ann-pass-123" | d login --username ann --password-stdin "$AREG"
+  d rmi "$AREG/team/app:v1"
+  d pull "$AREG/team/app:v1"
+  d tag "$AREG/team/app:v1" "$AREG/team/app:v2"
+  if d push "$AREG/team/app:v2" >"$T/readerpush.out" 2>&1; then
+    fail "a reader pushed"
+  fi
+  cat "$T/readerpush.out"
+  grep -qi 'denied' "$T/readerpush.out" || fail "docker did not print a denied error"
+  local code; code=$(curl -s -o /dev/null -w '%{http_code}' -u "admin:$APW" \
+    -H 'accept: application/vnd.docker.distribution.manifest.v2+json' "http://$AREG/v2/team/app/manifests/v2")
+  expect_eq "team/app:v2 after the refused push" "$code" 404
+}
+
+auth_anonymous_public_only() {
+  admin_api PUT /api/v1/namespaces/pub '{"visibility":"public"}'
+  d logout "$AREG"
+  d rmi "$AREG/team/app:v1" "$AREG/team/app:v2" >/dev/null 2>&1 || true
+  d pull "$AREG/pub/app:v1"
+  if d pull "$AREG/team/app:v1" >"$T/anonpriv.out" 2>&1; then
+    fail "anonymous pull of a private namespace succeeded"
+  fi
+  cat "$T/anonpriv.out"
+}
+
 # -------------------------------------------------------------------- main ---
 echo "# registry $REG, namespace $NS, temp dir $T"
 check "registry answers GET /v2/ with 200" registry_up
@@ -467,6 +568,16 @@ check "skopeo: list-tags" skopeo_list_tags
 check "skopeo: delete, then inspect fails; other repo and tag untouched" skopeo_delete
 
 oras_checks
+
+if [ -n "$AREG" ]; then
+  check "auth: anonymous GET /v2/ is challenged with the token endpoint" auth_challenge
+  check "auth: docker login (token flow), push, rmi, pull" auth_docker_login_push_pull
+  check "auth: docker login with a wrong password is refused" auth_wrong_password
+  check "auth: podman login + push, skopeo copy/inspect with --creds" auth_podman_skopeo
+  check "auth: robot account pushes with its secret, is denied outside its grant" auth_robot_push
+  check "auth: a reader pulls but its push is denied (docker prints it), nothing changes" auth_reader_denied
+  check "auth: anonymous pull of a public namespace works, of a private one does not" auth_anonymous_public_only
+fi
 
 cleanup
 summary

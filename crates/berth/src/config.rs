@@ -38,6 +38,24 @@ pub struct FileConfig {
     pub shutdown_grace_secs: Option<u64>,
     /// Hours after which an unfinished upload session is removed.
     pub upload_expiry_hours: Option<u64>,
+    /// `[auth]`: accounts and tokens.
+    pub auth: Option<AuthFileConfig>,
+}
+
+/// `[auth]` in `berth.toml`.
+#[derive(Deserialize, Serialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFileConfig {
+    /// Require credentials even on loopback with no accounts (ends open mode).
+    pub required: Option<bool>,
+    /// Allow open mode (anonymous push) on a non-loopback address. Dangerous; explicit only.
+    pub open: Option<bool>,
+    /// The token `service` (audience); default `berth`.
+    pub service: Option<String>,
+    /// The token endpoint URL put in challenges; default: this server as addressed.
+    pub realm: Option<String>,
+    /// Lifetime of access tokens in seconds; default 300.
+    pub token_lifetime_secs: Option<u64>,
 }
 
 /// The effective configuration, printed by `berth serve --print-config`.
@@ -51,6 +69,23 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Hours after which an unfinished upload session is removed.
     pub upload_expiry_hours: u64,
+    /// Accounts and tokens.
+    pub auth: AuthConfig,
+}
+
+/// Effective `[auth]` settings.
+#[derive(Serialize, Debug, Clone)]
+pub struct AuthConfig {
+    /// Credentials required even on loopback with no accounts.
+    pub required: bool,
+    /// Open mode allowed on a non-loopback address.
+    pub open: bool,
+    /// The token `service` (audience).
+    pub service: String,
+    /// The token endpoint URL for challenges, when fixed.
+    pub realm: Option<String>,
+    /// Lifetime of access tokens in seconds.
+    pub token_lifetime_secs: u64,
 }
 
 impl StoreArgs {
@@ -69,6 +104,11 @@ impl StoreArgs {
     /// Resolves the effective configuration, with `listen` from flags or environment.
     pub fn resolve(&self, listen: Option<&str>) -> anyhow::Result<Config> {
         let file = self.file_config()?;
+        let auth = file.auth.clone().unwrap_or_default();
+        let required = match std::env::var("BERTH_AUTH_REQUIRED") {
+            Ok(v) => parse_bool("BERTH_AUTH_REQUIRED", &v)?,
+            Err(_) => auth.required.unwrap_or(false),
+        };
         let listen = listen
             .map(str::to_owned)
             .or(file.listen)
@@ -84,12 +124,32 @@ impl StoreArgs {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)),
             shutdown_grace_secs: file.shutdown_grace_secs.unwrap_or(30),
             upload_expiry_hours: file.upload_expiry_hours.unwrap_or(24),
+            auth: AuthConfig {
+                required,
+                open: auth.open.unwrap_or(false),
+                service: auth.service.unwrap_or_else(|| "berth".to_owned()),
+                realm: auth.realm,
+                token_lifetime_secs: auth.token_lifetime_secs.unwrap_or(300),
+            },
         })
+    }
+}
+
+fn parse_bool(name: &str, v: &str) -> anyhow::Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => anyhow::bail!("{name}={v:?} is not a boolean (true or false)"),
     }
 }
 
 /// Opens the embedded stores under `data` and builds the registry service.
 pub async fn open_registry(data: &Path) -> anyhow::Result<Arc<Registry>> {
+    Ok(open_stores(data).await?.0)
+}
+
+/// Opens the embedded stores under `data`: the registry service and the account store.
+pub async fn open_stores(data: &Path) -> anyhow::Result<(Arc<Registry>, Arc<SqliteMetaStore>)> {
     std::fs::create_dir_all(data)
         .with_context(|| format!("creating data directory {}", data.display()))?;
     let blobs = FsBlobStore::open(data)
@@ -98,5 +158,6 @@ pub async fn open_registry(data: &Path) -> anyhow::Result<Arc<Registry>> {
     let meta = SqliteMetaStore::open(&data.join("meta.db"))
         .await
         .with_context(|| format!("opening metadata database in {}", data.display()))?;
-    Ok(Arc::new(Registry::new(Arc::new(blobs), Arc::new(meta))))
+    let meta = Arc::new(meta);
+    Ok((Arc::new(Registry::new(Arc::new(blobs), meta.clone())), meta))
 }

@@ -1,5 +1,6 @@
 //! `berth`: the registry server and its admin commands.
 
+mod auth;
 mod config;
 mod fsck;
 mod memory;

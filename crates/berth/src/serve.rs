@@ -8,7 +8,7 @@ use anyhow::Context;
 use berth_registry::Registry;
 use berth_registry::service::unix_now;
 
-use crate::config::{StoreArgs, open_registry};
+use crate::config::{StoreArgs, open_stores};
 
 /// Flags of `berth serve`.
 #[derive(clap::Args, Debug)]
@@ -30,7 +30,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         print!("{}", toml::to_string(&config)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let registry = open_registry(&config.data).await?;
+    let (registry, meta) = open_stores(&config.data).await?;
+    let auth = crate::auth::start(&config, meta).await?;
     let expiry = Duration::from_secs(config.upload_expiry_hours * 3600);
     tokio::spawn(expire_uploads(registry.clone(), expiry));
     tokio::spawn(crate::memory::release_free_memory());
@@ -43,7 +44,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Machine-readable line for scripts that start berth on port 0.
     println!("listening on {local}");
 
-    let app = berth_http::router(registry, Some(install_metrics()?));
+    let state = berth_http::AppState { registry, auth };
+    let app = berth_http::router(state, Some(install_metrics()?));
     serve(
         listener,
         app,

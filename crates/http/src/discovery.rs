@@ -8,6 +8,7 @@ use berth_oci::{Digest, ErrorCode, RepoName};
 use berth_registry::{Page, Registry};
 use serde_json::{Map, Value, json};
 
+use crate::auth::{Auth, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::hv;
 use crate::query::Query;
@@ -57,10 +58,25 @@ pub(crate) async fn tags(reg: &Registry, name: &RepoName, req: &Parts) -> ApiRes
     ))
 }
 
-pub(crate) async fn catalog(reg: &Registry, req: &Parts) -> ApiResult {
+/// `_catalog`, filtered to what the caller may pull. The `Link` follows the unfiltered
+/// page, so paging still walks every repository exactly once.
+pub(crate) async fn catalog(
+    reg: &Registry,
+    auth: &Auth,
+    caller: &Caller,
+    req: &Parts,
+) -> ApiResult {
     let (n, last) = paging(&Query::of(req))?;
     let page = reg.catalog(last.as_deref(), n).await?;
-    let body = json!({ "repositories": page.items });
+    let mut visible = Vec::with_capacity(page.items.len());
+    for name in &page.items {
+        if let Ok(repo) = RepoName::parse(name)
+            && auth.can_list(caller, &repo).await?
+        {
+            visible.push(name.as_str());
+        }
+    }
+    let body = json!({ "repositories": visible });
     Ok(page_response("/v2/_catalog", n, &page, body))
 }
 

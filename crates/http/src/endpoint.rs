@@ -1,9 +1,13 @@
 //! Parsing `/v2/…` paths into an [`Endpoint`], from the right, because repository names
 //! contain slashes (`/v2/team/app/blobs/uploads/<id>`).
 
+use axum::http::Method;
 use berth_oci::{Digest, Reference, RepoName};
+use berth_registry::access::Action;
 use berth_registry::{RegistryError, UploadId};
 use percent_encoding::percent_decode_str;
+
+use crate::auth::Required;
 
 /// Every resource of the `/v2` API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +55,22 @@ fn digest(s: &str) -> Result<Digest, PathError> {
 }
 
 impl Endpoint {
+    /// What a request to this endpoint needs; checked once, before any handler runs.
+    pub fn required(&self, method: &Method) -> Required {
+        let (name, action) = match self {
+            Endpoint::Base => return Required::Authenticated,
+            Endpoint::Catalog => return Required::Catalog,
+            Endpoint::Tags(n) | Endpoint::Referrers(n, _) => (n, Action::Pull),
+            Endpoint::Manifest(n, _) | Endpoint::Blob(n, _) => match *method {
+                Method::GET | Method::HEAD => (n, Action::Pull),
+                Method::DELETE => (n, Action::Delete),
+                _ => (n, Action::Push),
+            },
+            Endpoint::UploadStart(n) | Endpoint::Upload(n, _) => (n, Action::Push),
+        };
+        Required::Repo(name.clone(), action)
+    }
+
     /// Parses a request path (still percent-encoded) that starts with `/v2`.
     pub fn parse(path: &str) -> Result<Endpoint, PathError> {
         let rest = path.strip_prefix("/v2").ok_or(PathError::NotFound)?;
@@ -65,6 +85,15 @@ impl Endpoint {
             .split('/')
             .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
             .collect();
+        // An encoded slash would let one path segment smuggle in a different repository
+        // name than the path shows; names only ever use literal slashes.
+        if let Some(bad) = segs.iter().find(|s| s.contains('/')) {
+            return Err(PathError::Invalid(RegistryError::InvalidName(
+                berth_oci::NameError::InvalidName(format!(
+                    "{bad:?}: an encoded '/' is not allowed in a repository path"
+                )),
+            )));
+        }
         let n = segs.len();
         let at = |i: usize| segs[n - i].as_str();
         // `<name>/blobs/uploads/` (trailing slash) and `<name>/blobs/uploads`.

@@ -74,6 +74,20 @@ impl From<RegistryError> for ApiError {
                     .with_status(StatusCode::URI_TOO_LONG);
             }
             RegistryError::Unsupported(_) => ErrorCode::Unsupported,
+            // Administrative requests (accounts, namespaces): not part of the OCI table, so
+            // the status carries the meaning and the code stays generic.
+            RegistryError::InvalidArgument(_) => {
+                return ApiError::new(ErrorCode::Unsupported, message)
+                    .with_status(StatusCode::BAD_REQUEST);
+            }
+            RegistryError::AlreadyExists(_) => {
+                return ApiError::new(ErrorCode::Unsupported, message)
+                    .with_status(StatusCode::CONFLICT);
+            }
+            RegistryError::NotFound(_) => {
+                return ApiError::new(ErrorCode::NameUnknown, message)
+                    .with_status(StatusCode::NOT_FOUND);
+            }
             RegistryError::Storage(err) => {
                 tracing::error!(error = %err, "storage failure");
                 ::metrics::counter!("berth_storage_errors_total").increment(1);

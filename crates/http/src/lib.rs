@@ -4,6 +4,8 @@
 //! [`Registry`], and the result (or [`RegistryError`](berth_registry::RegistryError))
 //! is turned into headers and a body. Protocol rules live in `berth-registry`.
 
+pub mod admin;
+pub mod auth;
 mod blobs;
 mod discovery;
 pub mod endpoint;
@@ -11,6 +13,8 @@ pub mod error;
 mod manifests;
 pub mod metrics;
 mod query;
+pub mod token;
+mod token_endpoint;
 mod uploads;
 
 use std::sync::Arc;
@@ -24,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use berth_oci::ErrorCode;
 use berth_registry::Registry;
 
+use auth::{Auth, Caller};
 pub use endpoint::Endpoint;
 use endpoint::PathError;
 use error::{ApiError, ApiResult};
@@ -34,31 +39,54 @@ pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution
 pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
 /// Shared state of every handler.
-pub type AppState = Arc<Registry>;
+#[derive(Clone)]
+pub struct AppState {
+    /// The registry's rules and stores.
+    pub registry: Arc<Registry>,
+    /// Who may do what.
+    pub auth: Arc<Auth>,
+}
 
-/// The router over a registry: `/v2`, the probes, and `/metrics` when a renderer is given.
-pub fn router(registry: Arc<Registry>, metrics: Option<metrics::MetricsRender>) -> Router {
+/// The router over a registry: `/v2`, `/token`, the probes, and `/metrics` when a
+/// renderer is given.
+pub fn router(state: AppState, metrics: Option<metrics::MetricsRender>) -> Router {
     let router = Router::new()
         .route("/v2", axum::routing::any(dispatch))
         .route("/v2/", axum::routing::any(dispatch))
         .route("/v2/{*rest}", axum::routing::any(dispatch))
         .layer(axum::middleware::map_response(add_api_version))
+        .route("/token", axum::routing::get(token_get).post(token_post))
+        .merge(admin::routes())
         .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz));
     let router = match metrics {
         Some(render) => router.route(
             "/metrics",
-            axum::routing::get(move |State(reg): State<AppState>| {
-                metrics_page(reg, render.clone())
+            axum::routing::get(move |State(state): State<AppState>| {
+                metrics_page(state.registry, render.clone())
             }),
         ),
         None => router,
     };
-    router.with_state(registry)
+    router.with_state(state)
+}
+
+async fn token_get(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    token_endpoint::get(&state.auth, &parts)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn token_post(State(state): State<AppState>, req: Request) -> Response {
+    let (_, body) = req.into_parts();
+    token_endpoint::post(&state.auth, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `/metrics`: refreshes the gauges that are read on demand, then renders everything.
-async fn metrics_page(reg: AppState, render: metrics::MetricsRender) -> Response {
+async fn metrics_page(reg: Arc<Registry>, render: metrics::MetricsRender) -> Response {
     match reg.open_uploads().await {
         Ok(n) => ::metrics::gauge!("berth_upload_sessions_open").set(n as f64),
         Err(e) => tracing::warn!(error = %e, "counting open uploads"),
@@ -76,8 +104,8 @@ async fn healthz() -> &'static str {
 }
 
 /// Readiness: both stores answer.
-async fn readyz(State(reg): State<AppState>) -> Response {
-    match reg.ready().await {
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.registry.ready().await {
         Ok(()) => "ready\n".into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
@@ -92,7 +120,7 @@ async fn add_api_version(mut res: Response) -> Response {
     res
 }
 
-async fn dispatch(State(reg): State<AppState>, req: Request) -> Response {
+async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     // Kept only when the access log is on; otherwise the hot path pays one level check.
@@ -102,7 +130,7 @@ async fn dispatch(State(reg): State<AppState>, req: Request) -> Response {
         Ok(endpoint) => {
             let class = metrics::class(Some(&endpoint));
             let (parts, body) = req.into_parts();
-            let res = route(&reg, endpoint, &parts, counted(class, body))
+            let res = checked(&state, endpoint, &parts, counted(class, body))
                 .await
                 .unwrap_or_else(IntoResponse::into_response);
             (class, res)
@@ -139,11 +167,28 @@ fn counted(class: &'static str, body: Body) -> Body {
     }))
 }
 
-async fn route(reg: &Registry, endpoint: Endpoint, req: &Parts, body: Body) -> ApiResult {
+/// Identifies the caller, checks what the endpoint needs, then routes.
+async fn checked(state: &AppState, endpoint: Endpoint, req: &Parts, body: Body) -> ApiResult {
+    let caller = state.auth.caller(req).await?;
+    state
+        .auth
+        .authorize(&caller, &endpoint.required(&req.method), req)
+        .await?;
+    route(state, &caller, endpoint, req, body).await
+}
+
+async fn route(
+    state: &AppState,
+    caller: &Caller,
+    endpoint: Endpoint,
+    req: &Parts,
+    body: Body,
+) -> ApiResult {
+    let reg = &*state.registry;
     let method = req.method.clone();
     match (endpoint, method) {
         (Endpoint::Base, Method::GET | Method::HEAD) => Ok(json_response(StatusCode::OK, "{}")),
-        (Endpoint::Catalog, Method::GET) => discovery::catalog(reg, req).await,
+        (Endpoint::Catalog, Method::GET) => discovery::catalog(reg, &state.auth, caller, req).await,
         (Endpoint::Tags(name), Method::GET) => discovery::tags(reg, &name, req).await,
         (Endpoint::Referrers(name, digest), Method::GET) => {
             discovery::referrers(reg, &name, &digest, req).await
@@ -152,7 +197,9 @@ async fn route(reg: &Registry, endpoint: Endpoint, req: &Parts, body: Body) -> A
             blobs::get(reg, &name, &digest, req, m == Method::HEAD).await
         }
         (Endpoint::Blob(name, digest), Method::DELETE) => blobs::delete(reg, &name, &digest).await,
-        (Endpoint::UploadStart(name), Method::POST) => uploads::start(reg, &name, req, body).await,
+        (Endpoint::UploadStart(name), Method::POST) => {
+            uploads::start(reg, &state.auth, caller, &name, req, body).await
+        }
         (Endpoint::Upload(name, id), Method::GET) => uploads::status(reg, &name, &id).await,
         (Endpoint::Upload(name, id), Method::PATCH) => {
             uploads::patch(reg, &name, &id, req, body).await

@@ -9,9 +9,11 @@ use berth_oci::{Algorithm, Digest, ErrorCode, RepoName};
 use berth_registry::service::Chunk;
 use berth_registry::{MountOutcome, Registry, RegistryError, UploadId, UploadStatus};
 
+use crate::auth::{Auth, Caller, token_actions};
 use crate::error::{ApiError, ApiResult};
 use crate::query::Query;
 use crate::{CONTENT_DIGEST, body_stream, hv};
+use berth_registry::access::Actions;
 
 const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 
@@ -112,7 +114,14 @@ fn chunk_of(req: &Parts, body: Body) -> Result<Chunk, ApiError> {
     })
 }
 
-pub(crate) async fn start(reg: &Registry, name: &RepoName, req: &Parts, body: Body) -> ApiResult {
+pub(crate) async fn start(
+    reg: &Registry,
+    auth: &Auth,
+    caller: &Caller,
+    name: &RepoName,
+    req: &Parts,
+    body: Body,
+) -> ApiResult {
     let q = Query::of(req);
     if let Some(mount) = digest_param(&q, "mount")? {
         let from = match q.get("from").map(RepoName::parse) {
@@ -125,9 +134,21 @@ pub(crate) async fn start(reg: &Registry, name: &RepoName, req: &Parts, body: Bo
                 return Ok(session_response(name, StatusCode::ACCEPTED, &status));
             }
         };
-        // No access control yet: every repository is readable, so any may be a mount source.
+        // A mount needs pull on the source; without it the client gets a plain upload
+        // session (202), which reveals nothing about the source. An automatic mount (no
+        // `from`) only draws on repositories the caller's token lets it pull.
+        let from_readable = match &from {
+            Some(from) => auth.allowed(caller, from).await?.contains(Actions::PULL),
+            None => false,
+        };
+        let can_read = |r: &RepoName| match caller {
+            Caller::Open => true,
+            _ if from.as_ref() == Some(r) => from_readable,
+            Caller::Token(claims) => token_actions(claims, r).contains(Actions::PULL),
+            _ => false,
+        };
         let outcome = reg
-            .mount_blob(name, &mount, from.as_ref(), &|_| true)
+            .mount_blob(name, &mount, from.as_ref(), &can_read)
             .await?;
         return Ok(match outcome {
             MountOutcome::Mounted => blob_created(name, &mount),

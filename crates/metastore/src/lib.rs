@@ -3,6 +3,7 @@
 //! Queries use the SQL subset SQLite and PostgreSQL share (`$n` parameters,
 //! `ON CONFLICT`, `RETURNING`), so the PostgreSQL adapter can reuse them.
 
+mod accounts;
 mod migrations;
 mod sqlite;
 mod writer;

@@ -35,8 +35,8 @@ fn parse_digest(s: &str) -> StoreResult<Digest> {
 /// Metadata in an embedded SQLite database.
 #[derive(Debug, Clone)]
 pub struct SqliteMetaStore {
-    read: SqlitePool,
-    writer: Writer,
+    pub(crate) read: SqlitePool,
+    pub(crate) writer: Writer,
 }
 
 impl SqliteMetaStore {
@@ -202,7 +202,7 @@ async fn put_manifest_in(
 }
 
 /// `keep` for writes whose every result should be committed.
-fn keep<T>(_: &T) -> bool {
+pub(crate) fn keep<T>(_: &T) -> bool {
     true
 }
 

@@ -58,6 +58,15 @@ pub enum RegistryError {
     /// The operation is refused by design (schema 1, deleting something still in use, …).
     #[error("{0}")]
     Unsupported(String),
+    /// An argument of an administrative request is invalid.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The thing to create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The account, namespace or rule named does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// A storage backend failed; the request changed nothing that was acknowledged.
     #[error("storage error: {0}")]
     Storage(#[from] StorageError),

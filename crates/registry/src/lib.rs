@@ -4,6 +4,8 @@
 //! No HTTP, SQL or filesystem types appear here; adapters implement the ports and the
 //! `http` crate turns [`RegistryError`] into OCI error responses.
 
+pub mod access;
+pub mod accounts;
 mod cache;
 pub mod error;
 pub mod fsck;
@@ -13,6 +15,6 @@ pub mod types;
 mod uploads;
 
 pub use error::RegistryError;
-pub use ports::{BlobStore, ByteStream, MetaStore, StorageError};
+pub use ports::{AccountStore, BlobStore, ByteStream, MetaStore, StorageError};
 pub use service::Registry;
 pub use types::*;

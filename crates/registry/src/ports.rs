@@ -1,4 +1,4 @@
-//! The two storage ports. Adapters (`berth-blobstore`, `berth-metastore`) implement them;
+//! The storage ports. Adapters (`berth-blobstore`, `berth-metastore`) implement them;
 //! only the `berth` binary names concrete types.
 
 use std::io;
@@ -10,6 +10,8 @@ use berth_oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
 use futures_util::Stream;
 
+use crate::access::{Role, Visibility};
+use crate::accounts::{AccountRecord, NamespaceRecord, NewAccount};
 use crate::types::*;
 
 /// A stream of bytes: request bodies in, blob contents out. Never collected whole.
@@ -157,4 +159,30 @@ pub trait MetaStore: Send + Sync {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> StoreResult<Vec<Referrer>>;
+}
+
+/// Accounts, namespaces and memberships (access control's tables).
+///
+/// Invariant: an account name is unique; a robot's grants are written with it, in one
+/// transaction.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// How many accounts exist (revoked ones included).
+    async fn account_count(&self) -> StoreResult<u64>;
+    /// Creates an account with its grants; `None` when the name is taken.
+    async fn create_account(&self, account: &NewAccount) -> StoreResult<Option<i64>>;
+    /// An account (with a robot's grants) by name.
+    async fn account_by_name(&self, name: &str) -> StoreResult<Option<AccountRecord>>;
+    /// Every account, by name (grants included).
+    async fn list_accounts(&self) -> StoreResult<Vec<AccountRecord>>;
+    /// Marks an account revoked at `at`; false when there is no such account.
+    async fn revoke_account(&self, name: &str, at: i64) -> StoreResult<bool>;
+    /// A namespace's settings, if it was set up.
+    async fn namespace(&self, name: &str) -> StoreResult<Option<NamespaceRecord>>;
+    /// Creates a namespace or changes its visibility.
+    async fn put_namespace(&self, name: &str, visibility: Visibility) -> StoreResult<()>;
+    /// Sets an account's role in a namespace (which must exist).
+    async fn set_member(&self, namespace: &str, account_id: i64, role: Role) -> StoreResult<()>;
+    /// An account's role in a namespace.
+    async fn role_of(&self, namespace: &str, account_id: i64) -> StoreResult<Option<Role>>;
 }

@@ -25,6 +25,8 @@ pub struct Server {
     _tmp: Option<tempfile::TempDir>,
     /// HTTP client.
     pub http: Client,
+    /// `Authorization` header sent by [`Server::req`] (and so by the push helpers).
+    pub authorization: Option<String>,
 }
 
 impl Server {
@@ -37,13 +39,30 @@ impl Server {
         s
     }
 
+    /// Starts berth on a fresh temp data dir with extra environment variables.
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data = tmp.path().join("data");
+        let mut s = Server::start_on_with(&data, "127.0.0.1:0", env);
+        s._tmp = Some(tmp);
+        s
+    }
+
     /// Starts berth on `data` listening on `listen` (port 0 for a random one).
     pub fn start_on(data: &Path, listen: &str) -> Server {
+        Server::start_on_with(data, listen, &[])
+    }
+
+    /// [`Server::start_on`] with extra environment variables.
+    pub fn start_on_with(data: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BERTH)
             .args(["serve", "--listen", listen, "--data"])
             .arg(data)
             .env("RUST_LOG", "warn")
             .env_remove("BERTH_CONFIG")
+            .env_remove("BERTH_ADMIN_PASSWORD")
+            .env_remove("BERTH_AUTH_REQUIRED")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -69,6 +88,7 @@ impl Server {
                 .timeout(Duration::from_secs(300))
                 .build()
                 .expect("client"),
+            authorization: None,
         }
     }
 
@@ -95,7 +115,11 @@ impl Server {
 
     /// A request builder for `path`.
     pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(path))
+        let r = self.http.request(method, self.url(path));
+        match &self.authorization {
+            Some(a) => r.header("authorization", a),
+            None => r,
+        }
     }
 
     /// Pushes a blob with POST + PUT; returns its digest.

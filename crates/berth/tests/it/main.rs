@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod auth;
 mod cache;
 mod config;
 mod conformance;

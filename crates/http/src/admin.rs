@@ -1,0 +1,293 @@
+//! The admin JSON API (`/api/v1/…`) that `berth user|robot|namespace|member …` call.
+//!
+//! Accounts are managed by registry admins; a namespace's settings and members also by
+//! that namespace's admins. In open mode (no accounts yet, loopback) anyone may call it,
+//! and the first account created ends open mode.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use berth_oci::ErrorCode;
+use berth_registry::access::{Actions, RepoPattern, RobotGrant, Role, Visibility};
+use berth_registry::service::unix_now;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::{AppState, json_response};
+
+/// Largest admin request body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The `/api/v1` routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/accounts", get(list_accounts))
+        .route("/api/v1/users", post(add_user))
+        .route("/api/v1/robots", post(add_robot))
+        .route("/api/v1/accounts/{name}/revoke", post(revoke))
+        .route("/api/v1/namespaces/{ns}", put(set_namespace))
+        .route("/api/v1/namespaces/{ns}/members/{account}", put(set_member))
+}
+
+/// Who the caller is and whether they administer the registry.
+struct Admin {
+    name: String,
+    registry_admin: bool,
+}
+
+/// Identifies the caller of an admin request; anonymous callers are refused unless open.
+async fn admin_caller(state: &AppState, parts: &Parts) -> Result<Admin, ApiError> {
+    let auth = &state.auth;
+    let (name, registry_admin) = match auth.caller(parts).await? {
+        Caller::Open => (String::new(), true),
+        Caller::Account(a) => (a.name, a.registry_admin),
+        Caller::Token(c) if !c.sub.is_empty() => {
+            let admin = auth
+                .accounts()
+                .get(&c.sub)
+                .await?
+                .is_some_and(|r| r.registry_admin && r.active_at(unix_now()));
+            (c.sub, admin)
+        }
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "the admin API needs credentials: run `berth login` or send Basic credentials",
+            ));
+        }
+    };
+    Ok(Admin {
+        name,
+        registry_admin,
+    })
+}
+
+fn require_registry_admin(who: &Admin) -> Result<(), ApiError> {
+    if who.registry_admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Denied,
+            format!("{} is not a registry admin", who.name),
+        ))
+    }
+}
+
+/// Registry admins, and admins of `ns`, may change a namespace.
+async fn require_namespace_admin(state: &AppState, who: &Admin, ns: &str) -> Result<(), ApiError> {
+    if who.registry_admin {
+        return Ok(());
+    }
+    let role = match state.auth.accounts().get(&who.name).await? {
+        Some(r) => state.auth.accounts().role_in(ns, r.id).await?,
+        None => None,
+    };
+    if role == Some(Role::Admin) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Denied,
+            format!("{} is not an admin of namespace {ns}", who.name),
+        ))
+    }
+}
+
+async fn json_body<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::new(ErrorCode::Unsupported, "request body too large")
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// A 400 for an admin request with a bad argument.
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Unsupported, message).with_status(StatusCode::BAD_REQUEST)
+}
+
+async fn whoami(State(state): State<AppState>, req: Request) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    let who = admin_caller(&state, &parts).await?;
+    let body = json!({
+        "name": who.name,
+        "registry_admin": who.registry_admin,
+        "open": state.auth.is_open(),
+    });
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+async fn list_accounts(State(state): State<AppState>, req: Request) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    require_registry_admin(&admin_caller(&state, &parts).await?)?;
+    let accounts: Vec<_> = state
+        .auth
+        .accounts()
+        .list()
+        .await?
+        .into_iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "kind": a.kind.as_str(),
+                "registry_admin": a.registry_admin,
+                "created_at": a.created_at,
+                "expires_at": a.expires_at,
+                "revoked_at": a.revoked_at,
+                "grants": a.grants.iter().map(|g| json!({
+                    "repositories": g.pattern.as_str(),
+                    "actions": g.actions.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "accounts": accounts }).to_string(),
+    ))
+}
+
+/// `POST /api/v1/users` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    registry_admin: bool,
+}
+
+async fn add_user(State(state): State<AppState>, req: Request) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    require_registry_admin(&admin_caller(&state, &parts).await?)?;
+    let new: NewUser = json_body(body).await?;
+    let account = state
+        .auth
+        .accounts()
+        .add_user(&new.name, &new.password, new.registry_admin)
+        .await?;
+    state.auth.close();
+    let body = json!({ "name": account.name, "kind": "user" });
+    Ok(json_response(StatusCode::CREATED, body.to_string()))
+}
+
+/// One grant in `POST /api/v1/robots`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantBody {
+    repositories: String,
+    actions: Vec<String>,
+}
+
+/// `POST /api/v1/robots` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRobot {
+    name: String,
+    grants: Vec<GrantBody>,
+    /// Unix seconds after which the robot stops authenticating.
+    expires_at: Option<i64>,
+}
+
+async fn add_robot(State(state): State<AppState>, req: Request) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    require_registry_admin(&admin_caller(&state, &parts).await?)?;
+    let new: NewRobot = json_body(body).await?;
+    let mut grants = Vec::with_capacity(new.grants.len());
+    for g in &new.grants {
+        let pattern = RepoPattern::parse(&g.repositories).map_err(bad_request)?;
+        let actions = Actions::parse_list(&g.actions.join(","));
+        if actions.is_empty() {
+            return Err(bad_request(format!(
+                "grant on {} has no known action: use pull, push or delete",
+                g.repositories
+            )));
+        }
+        grants.push(RobotGrant { pattern, actions });
+    }
+    let (account, secret) = state
+        .auth
+        .accounts()
+        .add_robot(&new.name, grants, new.expires_at)
+        .await?;
+    state.auth.close();
+    let body = json!({ "name": account.name, "kind": "robot", "secret": secret });
+    Ok(json_response(StatusCode::CREATED, body.to_string()))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    require_registry_admin(&admin_caller(&state, &parts).await?)?;
+    state.auth.accounts().revoke(&name).await?;
+    state.auth.forget_credentials();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PUT /api/v1/namespaces/{ns}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceBody {
+    visibility: String,
+}
+
+async fn set_namespace(
+    State(state): State<AppState>,
+    Path(ns): Path<String>,
+    req: Request,
+) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    let who = admin_caller(&state, &parts).await?;
+    require_namespace_admin(&state, &who, &ns).await?;
+    let b: NamespaceBody = json_body(body).await?;
+    let visibility = match b.visibility.as_str() {
+        "public" => Visibility::Public,
+        "private" => Visibility::Private,
+        other => {
+            return Err(bad_request(format!(
+                "visibility {other:?}: use public or private"
+            )));
+        }
+    };
+    state.auth.accounts().set_namespace(&ns, visibility).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PUT /api/v1/namespaces/{ns}/members/{account}` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberBody {
+    role: String,
+}
+
+async fn set_member(
+    State(state): State<AppState>,
+    Path((ns, account)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    let who = admin_caller(&state, &parts).await?;
+    require_namespace_admin(&state, &who, &ns).await?;
+    let b: MemberBody = json_body(body).await?;
+    let role = Role::parse(&b.role).ok_or_else(|| {
+        bad_request(format!(
+            "role {:?}: use reader, writer, maintainer or admin",
+            b.role
+        ))
+    })?;
+    state
+        .auth
+        .accounts()
+        .set_member(&ns, &account, role)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,464 @@
+//! Who is calling and whether they may: the check every `/v2` request passes before it
+//! touches storage, and the `WWW-Authenticate` challenges that start docker's token flow.
+//!
+//! Callers present a bearer token from `/token` (what docker, podman and containerd do),
+//! Basic credentials directly (curl, scripts), or nothing. Berth runs *open* (everyone may
+//! do everything) only when configured to allow it and no account exists yet.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use base64::Engine;
+use berth_oci::{ErrorCode, RepoName};
+use berth_registry::access::{Account, Action, Actions, Principal};
+use berth_registry::accounts::{Accounts, MAX_CREDENTIAL_LEN};
+
+use crate::error::ApiError;
+use crate::token::{TokenClaims, TokenKeys};
+
+/// How long a Basic credential check is remembered, so curl loops do not pay argon2 each time.
+const BASIC_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long "this token's account is still active" is remembered: a revoked account's
+/// tokens stop working within this time.
+const ACTIVE_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Settings of authentication, from the configuration.
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    /// The `service` of tokens (their audience) and challenges.
+    pub service: String,
+    /// The token endpoint URL clients are sent to; derived from the request's Host when unset.
+    pub realm: Option<String>,
+    /// Lifetime of access tokens.
+    pub token_lifetime: Duration,
+    /// Lifetime of refresh tokens (docker's stored login).
+    pub refresh_lifetime: Duration,
+    /// Whether berth may run open while no account exists (loopback and not `required`).
+    pub allow_open: bool,
+}
+
+/// What a request needs, decided from its endpoint and method alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Required {
+    /// Any authenticated caller (`GET /v2/`).
+    Authenticated,
+    /// The repository listing; results are filtered per caller.
+    Catalog,
+    /// One action on one repository.
+    Repo(RepoName, Action),
+}
+
+/// The caller of one request, once identified.
+#[derive(Clone, Debug)]
+pub enum Caller {
+    /// Open mode: no accounts exist and berth was allowed to run open.
+    Open,
+    /// A verified bearer token: exactly the access it carries.
+    Token(TokenClaims),
+    /// Verified Basic credentials.
+    Account(Account),
+    /// No credentials.
+    Anonymous,
+}
+
+impl Caller {
+    /// Whether the caller presented valid credentials (or none are needed).
+    fn authenticated(&self) -> bool {
+        match self {
+            Caller::Open | Caller::Account(_) => true,
+            Caller::Token(c) => !c.sub.is_empty(),
+            Caller::Anonymous => false,
+        }
+    }
+}
+
+/// Authentication state shared by every request.
+pub struct Auth {
+    accounts: Arc<Accounts>,
+    keys: TokenKeys,
+    settings: AuthSettings,
+    open: AtomicBool,
+    basic_cache: moka::sync::Cache<[u8; 32], Account>,
+    /// Verified tokens by hash: an ES256 check costs far more than the rest of a manifest GET.
+    token_cache: moka::sync::Cache<[u8; 32], TokenClaims>,
+    active_cache: moka::sync::Cache<String, bool>,
+}
+
+impl Auth {
+    /// Sets up authentication; open mode holds when allowed and no account exists yet.
+    pub async fn new(
+        accounts: Arc<Accounts>,
+        keys: TokenKeys,
+        settings: AuthSettings,
+    ) -> Result<Auth, berth_registry::RegistryError> {
+        let open = settings.allow_open && !accounts.any().await?;
+        Ok(Auth {
+            accounts,
+            keys,
+            open: AtomicBool::new(open),
+            basic_cache: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(BASIC_CACHE_TTL)
+                .build(),
+            token_cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(settings.token_lifetime)
+                .build(),
+            active_cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ACTIVE_CACHE_TTL)
+                .build(),
+            settings,
+        })
+    }
+
+    /// Whether berth currently runs open.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Ends open mode (an account was just created).
+    pub fn close(&self) {
+        self.open.store(false, Ordering::Relaxed);
+    }
+
+    /// The account service behind this.
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// The token keys.
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &AuthSettings {
+        &self.settings
+    }
+
+    /// Identifies the caller from the `Authorization` header. Presented credentials that
+    /// do not verify are an error (never a silent fall-back to anonymous).
+    pub async fn caller(&self, parts: &Parts) -> Result<Caller, ApiError> {
+        if self.is_open() {
+            return Ok(Caller::Open);
+        }
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Ok(Caller::Anonymous);
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| self.unauthorized(parts, None, "the Authorization header is not ASCII"))?;
+        if let Some(token) = strip_scheme(value, "bearer") {
+            let claims = self.verify_cached(token.trim()).map_err(|e| {
+                self.unauthorized(
+                    parts,
+                    Some("invalid_token"),
+                    &format!("bearer token refused: {e}"),
+                )
+            })?;
+            if !claims.sub.is_empty() && !self.active(&claims.sub).await? {
+                return Err(self.unauthorized(
+                    parts,
+                    Some("invalid_token"),
+                    "the account of this token was revoked or has expired",
+                ));
+            }
+            return Ok(Caller::Token(claims));
+        }
+        if let Some(encoded) = strip_scheme(value, "basic") {
+            let (user, password) = decode_basic(encoded.trim())
+                .ok_or_else(|| self.unauthorized(parts, None, "malformed Basic credentials"))?;
+            return match self.basic(&user, &password).await? {
+                Some(account) => Ok(Caller::Account(account)),
+                None => Err(self.unauthorized(parts, None, "invalid username or password")),
+            };
+        }
+        Err(self.unauthorized(
+            parts,
+            None,
+            "unsupported Authorization scheme; use Bearer (from the token endpoint) or Basic",
+        ))
+    }
+
+    /// Verifies a bearer token, remembering verified ones until they expire.
+    fn verify_cached(&self, token: &str) -> Result<TokenClaims, crate::token::TokenError> {
+        let key = sha256(token.as_bytes());
+        let now = berth_registry::service::unix_now().max(0) as u64;
+        if let Some(claims) = self.token_cache.get(&key)
+            && claims.exp > now
+        {
+            return Ok(claims);
+        }
+        let claims = self.keys.verify(token, &self.settings.service)?;
+        self.token_cache.insert(key, claims.clone());
+        Ok(claims)
+    }
+
+    /// Whether the named account exists and is neither revoked nor expired (cached briefly).
+    async fn active(&self, name: &str) -> Result<bool, ApiError> {
+        if let Some(active) = self.active_cache.get(name) {
+            return Ok(active);
+        }
+        let now = berth_registry::service::unix_now();
+        let active = self
+            .accounts
+            .get(name)
+            .await?
+            .is_some_and(|r| r.active_at(now));
+        self.active_cache.insert(name.to_owned(), active);
+        Ok(active)
+    }
+
+    /// Forgets remembered credential checks (after a revocation or a password change).
+    pub fn forget_credentials(&self) {
+        self.basic_cache.invalidate_all();
+        self.active_cache.invalidate_all();
+    }
+
+    /// Checks Basic credentials, remembering a success for a minute.
+    pub async fn basic(&self, user: &str, password: &str) -> Result<Option<Account>, ApiError> {
+        if user.len() > MAX_CREDENTIAL_LEN || password.len() > MAX_CREDENTIAL_LEN {
+            return Ok(None);
+        }
+        let key = credential_key(user, password);
+        if let Some(account) = self.basic_cache.get(&key) {
+            return Ok(Some(account));
+        }
+        let account = self.accounts.authenticate(user, password).await?;
+        if let Some(a) = &account {
+            self.basic_cache.insert(key, a.clone());
+        }
+        Ok(account)
+    }
+
+    /// What the caller may do in `repo`.
+    pub async fn allowed(&self, caller: &Caller, repo: &RepoName) -> Result<Actions, ApiError> {
+        Ok(match caller {
+            Caller::Open => Actions::ALL,
+            Caller::Token(claims) => token_actions(claims, repo),
+            Caller::Account(a) => {
+                self.accounts
+                    .allowed(&Principal::Account(a.clone()), repo)
+                    .await?
+            }
+            Caller::Anonymous => self.accounts.allowed(&Principal::Anonymous, repo).await?,
+        })
+    }
+
+    /// Whether the caller may see `repo` in the catalog (pull access).
+    pub async fn can_list(&self, caller: &Caller, repo: &RepoName) -> Result<bool, ApiError> {
+        let principal = match caller {
+            Caller::Open => return Ok(true),
+            Caller::Account(a) => Principal::Account(a.clone()),
+            Caller::Anonymous => Principal::Anonymous,
+            Caller::Token(claims) => self.principal_named(&claims.sub).await?,
+        };
+        Ok(self
+            .accounts
+            .allowed(&principal, repo)
+            .await?
+            .contains(Actions::PULL))
+    }
+
+    /// The principal a token subject names (anonymous when empty or no longer active).
+    async fn principal_named(&self, name: &str) -> Result<Principal, ApiError> {
+        if name.is_empty() {
+            return Ok(Principal::Anonymous);
+        }
+        let now = berth_registry::service::unix_now();
+        Ok(match self.accounts.get(name).await? {
+            Some(r) if r.active_at(now) => Principal::Account(r.account()),
+            _ => Principal::Anonymous,
+        })
+    }
+
+    /// Refuses the request unless the caller holds what it needs.
+    pub async fn authorize(
+        &self,
+        caller: &Caller,
+        need: &Required,
+        parts: &Parts,
+    ) -> Result<(), ApiError> {
+        let (scope, ok) = match need {
+            Required::Authenticated => (None, caller.authenticated()),
+            Required::Catalog => (
+                Some("registry:catalog:*".to_owned()),
+                caller.authenticated(),
+            ),
+            Required::Repo(repo, action) => {
+                let have = self.allowed(caller, repo).await?;
+                (
+                    Some(repo_scope(repo, *action)),
+                    have.contains(Actions::of(*action)),
+                )
+            }
+        };
+        if ok {
+            return Ok(());
+        }
+        let what = match need {
+            Required::Repo(repo, action) => format!("{} access to {repo}", action.as_str()),
+            _ => "credentials (docker login, or a bearer token from the realm below)".to_owned(),
+        };
+        Err(match caller {
+            // Denied with valid credentials: say so; a token holder is also challenged so
+            // clients that collect scopes one at a time can ask for this one.
+            Caller::Account(a) => ApiError::new(
+                ErrorCode::Denied,
+                format!("{} may not do this: {what} is required", a.name),
+            ),
+            Caller::Token(c) if !c.sub.is_empty() => ApiError::new(
+                ErrorCode::Denied,
+                format!("{} may not do this: {what} is required", c.sub),
+            )
+            .with_status(StatusCode::UNAUTHORIZED)
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                self.challenge(parts, scope.as_deref(), Some("insufficient_scope")),
+            ),
+            _ => ApiError::new(
+                ErrorCode::Unauthorized,
+                format!("authentication required: {what}"),
+            )
+            .with_header(
+                header::WWW_AUTHENTICATE,
+                self.challenge(parts, scope.as_deref(), None),
+            ),
+        })
+    }
+
+    /// A 401 with a challenge.
+    fn unauthorized(&self, parts: &Parts, error: Option<&str>, message: &str) -> ApiError {
+        ApiError::new(ErrorCode::Unauthorized, message)
+            .with_header(header::WWW_AUTHENTICATE, self.challenge(parts, None, error))
+    }
+
+    /// `Bearer realm="…",service="…"[,scope="…"][,error="…"]`.
+    pub fn challenge(
+        &self,
+        parts: &Parts,
+        scope: Option<&str>,
+        error: Option<&str>,
+    ) -> HeaderValue {
+        let mut v = format!(
+            "Bearer realm=\"{}\",service=\"{}\"",
+            self.realm(&parts.headers),
+            self.settings.service
+        );
+        if let Some(scope) = scope {
+            v.push_str(&format!(",scope=\"{scope}\""));
+        }
+        if let Some(error) = error {
+            v.push_str(&format!(",error=\"{error}\""));
+        }
+        crate::hv(v)
+    }
+
+    /// The token endpoint's URL: configured, or this server as the client addressed it.
+    fn realm(&self, headers: &HeaderMap) -> String {
+        if let Some(realm) = &self.settings.realm {
+            return realm.clone();
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+            })
+            .unwrap_or("localhost");
+        format!("http://{host}/token")
+    }
+}
+
+/// `repository:<name>:<action>`.
+pub fn repo_scope(repo: &RepoName, action: Action) -> String {
+    let actions = match action {
+        Action::Pull => "pull",
+        Action::Push => "pull,push",
+        Action::Delete => "delete",
+    };
+    format!("repository:{repo}:{actions}")
+}
+
+/// The actions a token grants on `repo`.
+pub fn token_actions(claims: &TokenClaims, repo: &RepoName) -> Actions {
+    claims
+        .access
+        .iter()
+        .filter(|e| e.kind == "repository" && e.name == repo.as_str())
+        .flat_map(|e| e.actions.iter())
+        .filter_map(|a| Action::parse(a))
+        .collect()
+}
+
+fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = value.split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
+/// Decodes `base64(user:password)`; `None` when malformed or oversized.
+pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    if encoded.len() > 4 * MAX_CREDENTIAL_LEN {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+fn credential_key(user: &str, password: &str) -> [u8; 32] {
+    sha256(format!("{user}\0{password}").as_bytes())
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_decode_and_refuse_garbage() {
+        let enc = base64::engine::general_purpose::STANDARD.encode("ann:pa:ss");
+        assert_eq!(
+            decode_basic(&enc),
+            Some(("ann".to_owned(), "pa:ss".to_owned()))
+        );
+        assert_eq!(decode_basic("!!!"), None);
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("ann");
+        assert_eq!(decode_basic(&no_colon), None);
+        let huge = base64::engine::general_purpose::STANDARD.encode("a".repeat(4096));
+        assert_eq!(decode_basic(&huge), None);
+    }
+
+    #[test]
+    fn schemes_match_case_insensitively() {
+        assert_eq!(strip_scheme("Bearer abc", "bearer"), Some("abc"));
+        assert_eq!(strip_scheme("BASIC x", "basic"), Some("x"));
+        assert_eq!(strip_scheme("Digest x", "basic"), None);
+        assert_eq!(strip_scheme("Bearer", "bearer"), None);
+    }
+
+    #[test]
+    fn scopes_name_what_the_client_must_ask_for() {
+        let repo = RepoName::parse("team/app").unwrap();
+        assert_eq!(
+            repo_scope(&repo, Action::Push),
+            "repository:team/app:pull,push"
+        );
+        assert_eq!(repo_scope(&repo, Action::Pull), "repository:team/app:pull");
+    }
+}
