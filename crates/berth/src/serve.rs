@@ -98,9 +98,9 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router, grace: Dura
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -111,7 +111,14 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router, grace: Dura
             _ = &mut signal => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let service = TowerToHyperService::new(tower::service_fn(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(berth_http::ClientAddr(peer));
+                let mut app = app.clone();
+                async move { tower::Service::call(&mut app, req.map(axum::body::Body::new)).await }
+            },
+        ));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {

@@ -38,6 +38,11 @@ pub const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution
 /// Header carrying a blob or manifest digest.
 pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
+/// The peer address of the connection a request came on; the server inserts it into
+/// every request's extensions (rate limits and logs key on the client address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
