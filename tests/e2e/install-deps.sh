@@ -11,6 +11,8 @@
 #   podman, buildah, skopeo  (pull in golang-github-containers-common with
 #              /etc/containers/policy.json, conmon, runc, and uidmap via buildah)
 #   python3 + the PyPI package `oras` (the oras-py library, not the oras CLI)
+#   openssl    the test CA and server certificates of the HTTPS berth (with-berth.sh)
+#   curl       the admin API and the HTTPS challenge checks
 # Not needed: fuse-overlayfs (the script uses the vfs storage driver) and
 # uidmap on its own (only for rootless use; buildah depends on it anyway).
 # --with-distribution also installs docker-registry (CNCF Distribution 2.8),
@@ -19,7 +21,7 @@
 set -euo pipefail
 
 ORAS_PY_SPEC=${ORAS_PY_SPEC:-oras==0.2.43}   # the version oras_check.py was written against
-PKGS=(docker.io podman buildah skopeo)
+PKGS=(docker.io podman buildah skopeo openssl curl)
 for arg in "$@"; do
   case "$arg" in
     --with-distribution) PKGS+=(docker-registry) ;;
@@ -56,7 +58,7 @@ if ! python3 -c 'import oras.provider' >/dev/null 2>&1; then
 fi
 
 # Verify: fail loudly here rather than half-way through the e2e run.
-for c in dockerd docker podman buildah skopeo python3 timeout sha256sum; do
+for c in dockerd docker podman buildah skopeo openssl curl python3 timeout sha256sum; do
   command -v "$c" >/dev/null 2>&1 || { echo "missing command after install: $c" >&2; exit 1; }
 done
 [ -f /etc/containers/policy.json ] || { echo "missing /etc/containers/policy.json (golang-github-containers-common)" >&2; exit 1; }

@@ -9,6 +9,13 @@
 # robot account pushing with its secret, a reader refused a push, anonymous pulls of a
 # public namespace only.
 #
+# With E2E_TLS_REG=HOST:PORT and E2E_TLS_CA=FILE also set (a third berth serving HTTPS,
+# started with the same BERTH_ADMIN_PASSWORD; the CA's directory also holds server.crt and
+# server.key, the files that berth serves, and next.crt/next.key from the same CA), docker
+# trusts the CA through /etc/docker/certs.d/HOST:PORT/ca.crt (created here, removed on
+# exit), logs in and pushes/pulls over HTTPS, skopeo verifies the CA, and the certificate
+# files are swapped for next.* while berth runs, then push/pull again.
+#
 # Clients: docker (a private dockerd started here), podman + buildah (private
 # vfs storage), skopeo, and the `oras` Python library (tests/e2e/oras_check.py).
 # Needs what tests/e2e/install-deps.sh installs, and root (dockerd, podman).
@@ -47,6 +54,8 @@ PASS=0
 FAIL=0
 N=0
 DOCKERD_PID=""
+CERTS_D=""   # /etc/docker/certs.d/<E2E_TLS_REG>, once created here
+CERTS_D_PARENT_NEW=0   # whether /etc/docker/certs.d itself was created here
 SUMMARY_DONE=0
 mkdir -p "$T/logs" "$T/state" "$T/tmp" "$T/c" "$T/d"
 
@@ -81,6 +90,10 @@ cleanup() {
     fi
   fi
   DOCKERD_PID=""
+  if [ -n "$CERTS_D" ]; then
+    rm -rf "$CERTS_D"; CERTS_D=""
+    [ "$CERTS_D_PARENT_NEW" = 1 ] && rmdir /etc/docker/certs.d 2>/dev/null
+  fi
   # Anything still mounted under the temp dir (dockerd's private data-root
   # bind, overlay mounts after a crash): unmount, deepest first.
   if [ -d "$T" ]; then
@@ -540,6 +553,68 @@ auth_anonymous_public_only() {
   cat "$T/anonpriv.out"
 }
 
+# ------------------------------------------------------------------- https ---
+TREG=${E2E_TLS_REG:-}
+TCA=${E2E_TLS_CA:-}
+TDIR=$(dirname "${TCA:-.}")
+
+# served_fingerprint: SHA-256 fingerprint of the certificate a new connection to TREG gets.
+served_fingerprint() {
+  openssl s_client -connect "$TREG" </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256
+}
+
+tls_challenge() {
+  curl -sS --cacert "$TCA" -D - -o /dev/null "https://$TREG/v2/" | tee "$T/tlschallenge.txt"
+  grep -qi "^www-authenticate: Bearer realm=\"https://$TREG/token\"" "$T/tlschallenge.txt" ||
+    fail "the challenge does not name the https:// token endpoint"
+  if curl -sS -o /dev/null "http://$TREG/v2/"; then fail "plain HTTP was answered on the HTTPS port"; fi
+  if curl -sS -o /dev/null "https://$TREG/v2/"; then fail "the certificate verified without the test CA"; fi
+}
+
+# tls_push_pull TAG SOURCE: push SOURCE as team/tls:TAG over HTTPS, rmi, pull, same image ID.
+tls_push_pull() {
+  local id; id=$(d inspect --format '{{.Id}}' "$2")
+  d tag "$2" "$TREG/team/tls:$1"
+  dpush "$TREG/team/tls:$1" "$T/tlspush-$1.out"
+  d rmi "$TREG/team/tls:$1"
+  d pull "$TREG/team/tls:$1"
+  expect_eq "image ID after pull over HTTPS" "$(d inspect --format '{{.Id}}' "$TREG/team/tls:$1")" "$id"
+}
+
+tls_docker_login_push_pull() {
+  [ -f "$CERTS_D/ca.crt" ] || fail "no $CERTS_D/ca.crt"
+  echo "$APW" | d login --username admin --password-stdin "$TREG" | tee "$T/tlslogin.out"
+  grep -q 'Login Succeeded' "$T/tlslogin.out" || fail "docker login did not succeed"
+  tls_push_pull v1 "$DREPO1:v1"
+}
+
+tls_skopeo_verifies() {
+  mkdir -p "$T/tlscerts"; cp "$TCA" "$T/tlscerts/ca.crt"
+  sk inspect --cert-dir "$T/tlscerts" --creds "admin:$APW" --format '{{.Digest}}' \
+    "docker://$TREG/team/tls:v1" | tee "$T/tlsdigest"
+  grep -q "^v1: digest: $(cat "$T/tlsdigest") " "$T/tlspush-v1.out" || fail "skopeo saw another digest"
+  mkdir -p "$T/nocerts"   # an empty --cert-dir: not even /etc/docker/certs.d
+  if sk inspect --cert-dir "$T/nocerts" --creds "admin:$APW" "docker://$TREG/team/tls:v1" >"$T/tlsnoca.out" 2>&1; then
+    fail "skopeo trusted the registry without the test CA"
+  fi
+  cat "$T/tlsnoca.out"
+  grep -qi 'x509\|certificate' "$T/tlsnoca.out" || fail "refused, but not for the certificate"
+}
+
+tls_rotate() {
+  local want; want=$(openssl x509 -in "$TDIR/next.crt" -noout -fingerprint -sha256)
+  [ "$(served_fingerprint)" != "$want" ] || fail "the next certificate is served before the swap"
+  # Swap the files under the running berth as certificate tools do: write aside, rename over.
+  cp "$TDIR/next.key" "$TDIR/server.key.new"; cp "$TDIR/next.crt" "$TDIR/server.crt.new"
+  mv -f "$TDIR/server.key.new" "$TDIR/server.key"; mv -f "$TDIR/server.crt.new" "$TDIR/server.crt"
+  for _ in $(seq 1 50); do [ "$(served_fingerprint)" = "$want" ] && break; sleep 0.3; done
+  expect_eq "certificate served after the swap" "$(served_fingerprint)" "$want"
+  tls_push_pull v2 "$DREPO2:v1"
+  d rmi "$TREG/team/tls:v1"
+  d pull "$TREG/team/tls:v1"
+  sk inspect --cert-dir "$T/tlscerts" --creds "admin:$APW" "docker://$TREG/team/tls:v2" >/dev/null
+}
+
 # -------------------------------------------------------------------- main ---
 echo "# registry $REG, namespace $NS, temp dir $T"
 check "registry answers GET /v2/ with 200" registry_up
@@ -577,6 +652,20 @@ if [ -n "$AREG" ]; then
   check "auth: robot account pushes with its secret, is denied outside its grant" auth_robot_push
   check "auth: a reader pulls but its push is denied (docker prints it), nothing changes" auth_reader_denied
   check "auth: anonymous pull of a public namespace works, of a private one does not" auth_anonymous_public_only
+fi
+
+if [ -n "$TREG" ]; then
+  # docker reads registry CAs only from here; the random port keeps it ours alone. (dockerd
+  # also counts 127.0.0.0/8 as an insecure registry: it still speaks TLS to this port, which
+  # answers nothing else, but skips verification; skopeo's check below is the strict one.)
+  [ -d /etc/docker/certs.d ] || { mkdir -p /etc/docker/certs.d; CERTS_D_PARENT_NEW=1; }
+  mkdir "/etc/docker/certs.d/$TREG"
+  CERTS_D="/etc/docker/certs.d/$TREG"
+  cp "$TCA" "$CERTS_D/ca.crt"
+  check "https: challenge names https:// realm; plain HTTP and unknown CAs are refused" tls_challenge
+  check "https: docker (test CA in certs.d) logs in, pushes and pulls over HTTPS" tls_docker_login_push_pull
+  check "https: skopeo verifies the test CA and fails without it" tls_skopeo_verifies
+  check "https: certificate files swapped on disk are served without a restart; push/pull again" tls_rotate
 fi
 
 cleanup

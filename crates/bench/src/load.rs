@@ -24,27 +24,33 @@ pub struct LoadResult {
     pub errors: u64,
 }
 
-/// Sends `method path` with `accept` over `conns` connections for `duration`.
+/// One request of a load run, repeated.
+#[derive(Clone)]
+pub struct LoadRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// `Accept` header.
+    pub accept: String,
+    /// `Authorization` header, if any.
+    pub authorization: Option<String>,
+}
+
+/// Sends `req` over `conns` connections for `duration`.
 pub async fn run(
     addr: &str,
-    method: &str,
-    path: &str,
-    accept: &str,
+    req: &LoadRequest,
     conns: usize,
     duration: Duration,
 ) -> anyhow::Result<LoadResult> {
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (addr, method, path, accept) = (
-            addr.to_owned(),
-            method.to_owned(),
-            path.to_owned(),
-            accept.to_owned(),
-        );
-        tasks.push(tokio::spawn(async move {
-            worker(&addr, &method, &path, &accept, deadline).await
-        }));
+        let (addr, req) = (addr.to_owned(), req.clone());
+        tasks.push(tokio::spawn(
+            async move { worker(&addr, &req, deadline).await },
+        ));
     }
     let started = Instant::now();
     let mut latencies = Vec::new();
@@ -66,9 +72,7 @@ pub async fn run(
 
 async fn worker(
     addr: &str,
-    method: &str,
-    path: &str,
-    accept: &str,
+    r: &LoadRequest,
     deadline: Instant,
 ) -> anyhow::Result<(Vec<Duration>, u64)> {
     let stream = TcpStream::connect(addr).await?;
@@ -78,12 +82,15 @@ async fn worker(
     let mut latencies = Vec::with_capacity(100_000);
     let mut errors = 0;
     while Instant::now() < deadline {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
+        let mut req = Request::builder()
+            .method(r.method.as_str())
+            .uri(r.path.as_str())
             .header("host", addr)
-            .header("accept", accept)
-            .body(Empty::<Bytes>::new())?;
+            .header("accept", r.accept.as_str());
+        if let Some(a) = &r.authorization {
+            req = req.header("authorization", a.as_str());
+        }
+        let req = req.body(Empty::<Bytes>::new())?;
         let t = Instant::now();
         let res = sender.send_request(req).await?;
         let ok = res.status().is_success();

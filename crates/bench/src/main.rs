@@ -44,6 +44,10 @@ struct Args {
     /// Run only the scenarios whose name contains this text.
     #[arg(long)]
     only: Option<String>,
+    /// Also run berth with credentials required (pushes with Basic credentials, request
+    /// rates with a bearer token), to measure what authentication costs.
+    #[arg(long)]
+    auth_cost: bool,
 }
 
 #[tokio::main]
@@ -61,7 +65,14 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("starting the Distribution registry")?;
             let berth = Target::berth(&args.berth).await.context("starting berth")?;
-            vec![distribution, berth]
+            let mut targets = vec![distribution, berth];
+            if args.auth_cost {
+                let with_auth = Target::berth_with_auth(&args.berth)
+                    .await
+                    .context("starting berth with auth")?;
+                targets.push(with_auth);
+            }
+            targets
         }
     };
     for t in &targets {
@@ -113,15 +124,14 @@ fn print_table(targets: &[Target], rows: &[(String, Vec<Figure>)]) {
     for t in targets {
         print!(" {} |", t.name);
     }
-    if targets.len() == 2 {
-        print!(" {} / {} |", targets[1].name, targets[0].name);
+    // Ratios: berth / distribution, and with --auth-cost berth+auth / berth.
+    let ratios: Vec<(usize, usize)> = (1..targets.len()).map(|i| (i, i - 1)).collect();
+    for &(a, b) in &ratios {
+        print!(" {} / {} |", targets[a].name, targets[b].name);
     }
     println!();
     print!("|---|");
-    for _ in targets {
-        print!("---|");
-    }
-    if targets.len() == 2 {
+    for _ in 0..targets.len() + ratios.len() {
         print!("---|");
     }
     println!();
@@ -130,8 +140,11 @@ fn print_table(targets: &[Target], rows: &[(String, Vec<Figure>)]) {
         for f in figures {
             print!(" {} |", f.describe());
         }
-        if let [a, b] = figures.as_slice() {
-            print!(" {} |", b.ratio_to(a));
+        for &(a, b) in &ratios {
+            match (figures.get(a), figures.get(b)) {
+                (Some(fa), Some(fb)) => print!(" {} |", fa.ratio_to(fb)),
+                _ => print!(" |"),
+            }
         }
         println!();
     }

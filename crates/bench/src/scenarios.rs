@@ -445,7 +445,7 @@ async fn push_storm(t: &mut Target, s: &Sizes) -> anyhow::Result<Figure> {
     let mut tasks = Vec::new();
     for _ in 0..s.storm_workers {
         let (images, next) = (images.clone(), next.clone());
-        let t = Target::external(&t.addr);
+        let t = t.worker();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -504,21 +504,21 @@ async fn rate(
     path: &str,
     accept: &str,
 ) -> anyhow::Result<Figure> {
+    let repo = path
+        .strip_prefix("/v2/")
+        .and_then(|p| p.split_once("/manifests/").or(p.split_once("/blobs/")))
+        .map_or("", |(repo, _)| repo);
+    let req = load::LoadRequest {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        accept: accept.to_owned(),
+        authorization: t.bearer_for(&format!("repository:{repo}:pull")).await?,
+    };
     // Warm up connections and caches, then measure.
-    load::run(
-        &t.addr,
-        method,
-        path,
-        accept,
-        s.rate_conns,
-        Duration::from_millis(500),
-    )
-    .await?;
+    load::run(&t.addr, &req, s.rate_conns, Duration::from_millis(500)).await?;
     let r = load::run(
         &t.addr,
-        method,
-        path,
-        accept,
+        &req,
         s.rate_conns,
         Duration::from_secs(s.rate_secs),
     )
@@ -557,7 +557,7 @@ async fn tag_pages(t: &mut Target, s: &Sizes, big: bool) -> anyhow::Result<Figur
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (manifest, next) = (manifest.clone(), next.clone());
-        let t = Target::external(&t.addr);
+        let t = t.worker();
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);

@@ -14,18 +14,42 @@ pub struct Target {
     pub name: &'static str,
     /// `127.0.0.1:<port>`.
     pub addr: String,
-    /// HTTP client for push/pull scenarios.
+    /// HTTP client for push/pull scenarios (sends the admin's Basic credentials when the
+    /// registry requires them).
     pub http: reqwest::Client,
+    /// Admin credentials (`user`, `password`) when the registry requires authentication.
+    pub credentials: Option<(String, String)>,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
 
 fn client() -> reqwest::Client {
+    client_with(None)
+}
+
+fn client_with(credentials: Option<&(String, String)>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some((user, password)) = credentials {
+        let value = basic(user, password);
+        if let Ok(v) = reqwest::header::HeaderValue::from_str(&value) {
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+    }
     reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .timeout(Duration::from_secs(600))
+        .default_headers(headers)
         .build()
         .expect("HTTP client")
+}
+
+/// `Basic base64(user:password)`.
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
 impl Target {
@@ -35,6 +59,20 @@ impl Target {
             name: "registry",
             addr: addr.to_owned(),
             http: client(),
+            credentials: None,
+            child: None,
+            _dir: None,
+        }
+    }
+
+    /// A handle on the same registry for a concurrent worker (its own connection pool, the
+    /// same credentials).
+    pub fn worker(&self) -> Target {
+        Target {
+            name: self.name,
+            addr: self.addr.clone(),
+            http: client_with(self.credentials.as_ref()),
+            credentials: self.credentials.clone(),
             child: None,
             _dir: None,
         }
@@ -67,6 +105,7 @@ impl Target {
             name: "distribution",
             addr,
             http: client(),
+            credentials: None,
             child: Some(child),
             _dir: Some(dir),
         };
@@ -74,13 +113,34 @@ impl Target {
         Ok(t)
     }
 
-    /// Starts berth on a temp data dir and a random port.
+    /// Starts berth on a temp data dir and a random port (open, as on a fresh loopback).
     pub async fn berth(bin: &Path) -> anyhow::Result<Target> {
+        Target::start_berth(bin, "berth", None).await
+    }
+
+    /// Starts berth with credentials required: pushes use the admin's Basic credentials
+    /// and the request-rate scenarios a bearer token from its token service.
+    pub async fn berth_with_auth(bin: &Path) -> anyhow::Result<Target> {
+        let credentials = ("admin".to_owned(), "bench-admin-password".to_owned());
+        Target::start_berth(bin, "berth+auth", Some(credentials)).await
+    }
+
+    async fn start_berth(
+        bin: &Path,
+        name: &'static str,
+        credentials: Option<(String, String)>,
+    ) -> anyhow::Result<Target> {
         let dir = tempfile::tempdir()?;
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(dir.path().join("data"))
             .env("RUST_LOG", "warn")
+            .env_remove("BERTH_ADMIN_PASSWORD");
+        if let Some((_, password)) = &credentials {
+            command.env("BERTH_ADMIN_PASSWORD", password);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -98,9 +158,10 @@ impl Target {
             bail!("unexpected first line from berth: {line:?}");
         };
         let t = Target {
-            name: "berth",
+            name,
             addr: addr.to_owned(),
-            http: client(),
+            http: client_with(credentials.as_ref()),
+            credentials,
             child: Some(child),
             _dir: Some(dir),
         };
@@ -118,6 +179,22 @@ impl Target {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("{} did not answer GET /v2/ at {}", self.name, self.addr)
+    }
+
+    /// The `Authorization` header for `scope` on the request-rate loop: a bearer token from
+    /// the registry's token service, as docker would send; `None` when no auth is required.
+    pub async fn bearer_for(&self, scope: &str) -> anyhow::Result<Option<String>> {
+        if self.credentials.is_none() {
+            return Ok(None);
+        }
+        let url = self.url(&format!("/token?service=berth&scope={scope}"));
+        let res = self.http.get(url).send().await?;
+        if !res.status().is_success() {
+            bail!("token request for {scope}: {}", res.status());
+        }
+        let body: serde_json::Value = res.json().await?;
+        let token = body["token"].as_str().context("no token in the answer")?;
+        Ok(Some(format!("Bearer {token}")))
     }
 
     /// Absolute URL of a path (or of an absolute/relative Location).

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_http::auth::{Auth, AuthSettings};
+use berth_http::ratelimit::RateLimits;
 use berth_http::token::TokenKeys;
 use berth_metastore::SqliteMetaStore;
 use berth_registry::accounts::{Accounts, new_robot_secret};
@@ -61,8 +62,10 @@ pub async fn start(config: &Config, meta: Arc<SqliteMetaStore>) -> anyhow::Resul
         token_lifetime: Duration::from_secs(config.auth.token_lifetime_secs),
         refresh_lifetime: REFRESH_LIFETIME,
         allow_open: may_be_open,
+        tls: config.tls_cert.is_some(),
     };
-    let auth = Auth::new(accounts, keys, settings)
+    let limits = Arc::new(RateLimits::new(config.rate_limit.clone()));
+    let auth = Auth::new(accounts, keys, settings, limits)
         .await
         .context("starting access control")?;
     if auth.is_open() {

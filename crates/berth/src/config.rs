@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use berth_blobstore::FsBlobStore;
+use berth_http::ratelimit::RateLimitSettings;
 use berth_metastore::SqliteMetaStore;
 use berth_registry::Registry;
 use serde::{Deserialize, Serialize};
@@ -38,8 +39,14 @@ pub struct FileConfig {
     pub shutdown_grace_secs: Option<u64>,
     /// Hours after which an unfinished upload session is removed.
     pub upload_expiry_hours: Option<u64>,
+    /// TLS certificate chain (PEM); with `tls_key`, berth serves HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// `[auth]`: accounts and tokens.
     pub auth: Option<AuthFileConfig>,
+    /// `[rate_limit]`: pull limits and the proxies whose `X-Forwarded-For` is believed.
+    pub rate_limit: Option<RateLimitFileConfig>,
 }
 
 /// `[auth]` in `berth.toml`.
@@ -58,6 +65,59 @@ pub struct AuthFileConfig {
     pub token_lifetime_secs: Option<u64>,
 }
 
+/// `[rate_limit]` in `berth.toml`: unset limits nothing.
+#[derive(Deserialize, Serialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFileConfig {
+    /// Manifest GETs per anonymous client address, `N/<duration>` (e.g. `100/6h`).
+    pub anonymous: Option<String>,
+    /// Manifest GETs per account, `N/<duration>`.
+    pub authenticated: Option<String>,
+    /// Account names never limited.
+    pub unlimited: Option<Vec<String>>,
+    /// Roles (in the repository's namespace, or `registry_admin`) never limited.
+    pub unlimited_roles: Option<Vec<String>>,
+    /// Peers (CIDR) whose `X-Forwarded-For` header names the client.
+    pub trusted_proxies: Option<Vec<String>>,
+}
+
+impl RateLimitFileConfig {
+    /// Checks every value; an error names the key and says what is wrong.
+    pub fn settings(self) -> anyhow::Result<RateLimitSettings> {
+        use berth_http::ratelimit::{IpNet, Rate, UnlimitedRole};
+        let one = |key, v: Option<String>| {
+            checked(key, v.into_iter().collect(), Rate::parse).map(|mut rates| rates.pop())
+        };
+        Ok(RateLimitSettings {
+            anonymous: one("anonymous", self.anonymous)?,
+            authenticated: one("authenticated", self.authenticated)?,
+            unlimited: self.unlimited.unwrap_or_default(),
+            unlimited_roles: checked(
+                "unlimited_roles",
+                self.unlimited_roles.unwrap_or_default(),
+                UnlimitedRole::parse,
+            )?,
+            trusted_proxies: checked(
+                "trusted_proxies",
+                self.trusted_proxies.unwrap_or_default(),
+                IpNet::parse,
+            )?,
+        })
+    }
+}
+
+/// Parses each value of `[rate_limit] key`; an error names the key.
+fn checked<T>(
+    key: &str,
+    values: Vec<String>,
+    parse: fn(&str) -> Result<T, String>,
+) -> anyhow::Result<Vec<T>> {
+    values
+        .iter()
+        .map(|v| parse(v).map_err(|e| anyhow::anyhow!("[rate_limit] {key}: {e}")))
+        .collect()
+}
+
 /// The effective configuration, printed by `berth serve --print-config`.
 #[derive(Serialize, Debug, Clone)]
 pub struct Config {
@@ -69,8 +129,14 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Hours after which an unfinished upload session is removed.
     pub upload_expiry_hours: u64,
+    /// TLS certificate chain (PEM), when serving HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM), when serving HTTPS.
+    pub tls_key: Option<PathBuf>,
     /// Accounts and tokens.
     pub auth: AuthConfig,
+    /// Pull rate limits and trusted proxies.
+    pub rate_limit: RateLimitSettings,
 }
 
 /// Effective `[auth]` settings.
@@ -124,6 +190,8 @@ impl StoreArgs {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)),
             shutdown_grace_secs: file.shutdown_grace_secs.unwrap_or(30),
             upload_expiry_hours: file.upload_expiry_hours.unwrap_or(24),
+            tls_cert: file.tls_cert,
+            tls_key: file.tls_key,
             auth: AuthConfig {
                 required,
                 open: auth.open.unwrap_or(false),
@@ -131,6 +199,7 @@ impl StoreArgs {
                 realm: auth.realm,
                 token_lifetime_secs: auth.token_lifetime_secs.unwrap_or(300),
             },
+            rate_limit: file.rate_limit.unwrap_or_default().settings()?,
         })
     }
 }

@@ -1,10 +1,13 @@
 //! `berth`: the registry server and its admin commands.
 
+mod admin;
 mod auth;
+mod client;
 mod config;
 mod fsck;
 mod memory;
 mod serve;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -12,11 +15,29 @@ use clap::{Parser, Subcommand};
 
 /// berth: a container registry that keeps tags honest and blobs verified.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_help = ADMIN_HELP)]
 struct Cli {
+    #[command(flatten)]
+    remote: admin::Remote,
     #[command(subcommand)]
     command: Command,
 }
+
+/// Shown by `berth help`: how the admin commands find their server and credentials.
+const ADMIN_HELP: &str = "\
+The admin commands (login, user, robot, token, namespace, member, htpasswd) call the server's
+admin API at --server (BERTH_SERVER, default http://127.0.0.1:5000) with, first found:
+BERTH_USERNAME + BERTH_PASSWORD, the login stored by `berth login`, or no credentials
+(enough while the server runs open). --json prints the server's answer as JSON.
+
+Examples:
+  echo \"$PASSWORD\" | berth login --username admin --password-stdin
+  echo 'ann-pass-123' | berth user add ann
+  berth robot add ci --grant 'ci/*=pull,push' --expires-in-days 90
+  berth token add laptop --expires-in-days 30
+  berth namespace add team --public
+  berth member add team ann writer
+  berth htpasswd import /etc/docker/registry/htpasswd";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -24,6 +45,28 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Verify every stored blob against its digest and report orphans and corrupt files.
     Fsck(fsck::FsckArgs),
+    /// Log in to a berth server (stores a refresh token, never the password).
+    Login(admin::LoginArgs),
+    /// Forget the stored login for a server.
+    Logout,
+    /// Manage users: add, list, passwd, remove.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Manage robot accounts for CI: add, list, revoke.
+    #[command(subcommand)]
+    Robot(admin::RobotCommand),
+    /// Manage namespaces: add, list, set --public/--private.
+    #[command(subcommand)]
+    Namespace(admin::NamespaceCommand),
+    /// Manage namespace members: add, remove.
+    #[command(subcommand)]
+    Member(admin::MemberCommand),
+    /// Manage personal access tokens: add, list, revoke.
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
+    /// Import accounts from an htpasswd file.
+    #[command(subcommand)]
+    Htpasswd(admin::HtpasswdCommand),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +95,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Fsck(args) => fsck::run(args).await,
+            Command::Login(args) => admin::login(&cli.remote, args).await,
+            Command::Logout => admin::logout(&cli.remote),
+            Command::User(cmd) => admin::user(&cli.remote, cmd).await,
+            Command::Robot(cmd) => admin::robot(&cli.remote, cmd).await,
+            Command::Namespace(cmd) => admin::namespace(&cli.remote, cmd).await,
+            Command::Member(cmd) => admin::member(&cli.remote, cmd).await,
+            Command::Token(cmd) => admin::token(&cli.remote, cmd).await,
+            Command::Htpasswd(cmd) => admin::htpasswd(&cli.remote, cmd).await,
         }
     });
     match result {

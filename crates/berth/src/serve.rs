@@ -1,5 +1,7 @@
-//! `berth serve`: bind, serve `/v2`, expire stale uploads, stop gracefully.
+//! `berth serve`: bind, serve `/v2` over HTTP or HTTPS, expire stale uploads, stop
+//! gracefully.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use berth_registry::Registry;
 use berth_registry::service::unix_now;
 
 use crate::config::{StoreArgs, open_stores};
+use crate::tls;
 
 /// Flags of `berth serve`.
 #[derive(clap::Args, Debug)]
@@ -18,6 +21,13 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:5000).
     #[arg(long, env = "BERTH_LISTEN")]
     listen: Option<String>,
+    /// TLS certificate chain (PEM file); with --tls-key, berth serves HTTPS and reloads
+    /// both files when they change.
+    #[arg(long, env = "BERTH_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM file) of --tls-cert.
+    #[arg(long, env = "BERTH_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -25,11 +35,16 @@ pub struct ServeArgs {
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = args.store.resolve(args.listen.as_deref())?;
+    let mut config = args.store.resolve(args.listen.as_deref())?;
+    config.tls_cert = args.tls_cert.or(config.tls_cert);
+    config.tls_key = args.tls_key.or(config.tls_key);
     if args.print_config {
         print!("{}", toml::to_string(&config)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let tls = tls::TlsFiles::pair(config.tls_cert.as_deref(), config.tls_key.as_deref())?
+        .map(tls::start)
+        .transpose()?;
     let (registry, meta) = open_stores(&config.data).await?;
     let auth = crate::auth::start(&config, meta).await?;
     let expiry = Duration::from_secs(config.upload_expiry_hours * 3600);
@@ -40,7 +55,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!(listen = %local, data = %config.data.display(), "berth is serving the OCI distribution API");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %local, scheme, data = %config.data.display(), "berth is serving the OCI distribution API");
     // Machine-readable line for scripts that start berth on port 0.
     println!("listening on {local}");
 
@@ -48,6 +64,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let app = berth_http::router(state, Some(install_metrics()?));
     serve(
         listener,
+        tls,
         app,
         Duration::from_secs(config.shutdown_grace_secs),
     )
@@ -85,15 +102,24 @@ const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// with many concurrent uploads these buffers dominate resident memory.
 const CONNECTION_READ_BUFFER: usize = 64 * 1024;
 
-/// Accepts connections until SIGTERM/Ctrl-C, then stops accepting and gives requests in
-/// flight up to `grace` to finish.
-async fn serve(listener: tokio::net::TcpListener, app: axum::Router, grace: Duration) {
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections (TLS when `tls` is set) until SIGTERM/Ctrl-C, then stops accepting
+/// and gives requests in flight up to `grace` to finish.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: axum::Router,
+    grace: Duration,
+) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().max_buf_size(CONNECTION_READ_BUFFER);
+    let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -119,10 +145,37 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router, grace: Dura
                 async move { tower::Service::call(&mut app, req.map(axum::body::Body::new)).await }
             },
         ));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        // Counted from here, so shutdown also waits for (bounded) handshakes.
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        // The handshake runs in the connection's own task: a slow client holds up no one.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

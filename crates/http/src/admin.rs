@@ -10,7 +10,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use berth_oci::ErrorCode;
 use berth_registry::access::{Actions, RepoPattern, RobotGrant, Role, Visibility};
 use berth_registry::service::unix_now;
@@ -31,9 +31,24 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/accounts", get(list_accounts))
         .route("/api/v1/users", post(add_user))
         .route("/api/v1/robots", post(add_robot))
+        .route("/api/v1/accounts/{name}", delete(remove_account))
         .route("/api/v1/accounts/{name}/revoke", post(revoke))
+        .route("/api/v1/users/{name}/password", put(set_password))
+        .route(
+            "/api/v1/users/{name}/tokens",
+            post(add_access_token).get(list_access_tokens),
+        )
+        .route(
+            "/api/v1/users/{name}/tokens/{token}/revoke",
+            post(revoke_access_token),
+        )
+        .route("/api/v1/htpasswd", post(import_htpasswd))
+        .route("/api/v1/namespaces", get(list_namespaces))
         .route("/api/v1/namespaces/{ns}", put(set_namespace))
-        .route("/api/v1/namespaces/{ns}/members/{account}", put(set_member))
+        .route(
+            "/api/v1/namespaces/{ns}/members/{account}",
+            put(set_member).delete(remove_member),
+        )
 }
 
 /// Who the caller is and whether they administer the registry.
@@ -289,5 +304,189 @@ async fn set_member(
         .accounts()
         .set_member(&ns, &account, role)
         .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn remove_account(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    require_registry_admin(&admin_caller(&state, &parts).await?)?;
+    state.auth.accounts().remove(&name).await?;
+    state.auth.forget_credentials();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PUT /api/v1/users/{name}/password` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    password: String,
+}
+
+/// Registry admins may set anyone's password; users their own.
+async fn set_password(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    require_self_or_admin(&admin_caller(&state, &parts).await?, &name)?;
+    let b: PasswordBody = json_body(body).await?;
+    state
+        .auth
+        .accounts()
+        .set_password(&name, &b.password)
+        .await?;
+    state.auth.forget_credentials();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/v1/htpasswd`: the body is an htpasswd file (bcrypt entries).
+async fn import_htpasswd(State(state): State<AppState>, req: Request) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    require_registry_admin(&admin_caller(&state, &parts).await?)?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY * 16)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unsupported,
+                "htpasswd file too large (1 MiB at most)",
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        })?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| bad_request("htpasswd file is not UTF-8"))?;
+    let report = state.auth.accounts().import_htpasswd(text).await?;
+    if !report.created.is_empty() {
+        state.auth.close();
+    }
+    let body = json!({
+        "created": report.created,
+        "existing": report.existing,
+        "refused": report.refused,
+    });
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+async fn list_namespaces(State(state): State<AppState>, req: Request) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    require_registry_admin(&admin_caller(&state, &parts).await?)?;
+    let namespaces: Vec<_> = state
+        .auth
+        .accounts()
+        .namespaces()
+        .await?
+        .into_iter()
+        .map(|(ns, members)| {
+            json!({
+                "name": ns.name,
+                "visibility": match ns.visibility {
+                    Visibility::Public => "public",
+                    Visibility::Private => "private",
+                },
+                "members": members.iter().map(|(name, role)| json!({
+                    "account": name,
+                    "role": role.as_str(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "namespaces": namespaces }).to_string(),
+    ))
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    Path((ns, account)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    let who = admin_caller(&state, &parts).await?;
+    require_namespace_admin(&state, &who, &ns).await?;
+    state.auth.accounts().remove_member(&ns, &account).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Registry admins may act on anyone's behalf; users on their own.
+fn require_self_or_admin(who: &Admin, name: &str) -> Result<(), ApiError> {
+    if who.name == name {
+        Ok(())
+    } else {
+        require_registry_admin(who)
+    }
+}
+
+/// `POST /api/v1/users/{name}/tokens` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccessTokenBody {
+    name: String,
+    /// Unix seconds after which the token stops working.
+    expires_at: Option<i64>,
+}
+
+async fn add_access_token(
+    State(state): State<AppState>,
+    Path(owner): Path<String>,
+    req: Request,
+) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    require_self_or_admin(&admin_caller(&state, &parts).await?, &owner)?;
+    let b: NewAccessTokenBody = json_body(body).await?;
+    let secret = state
+        .auth
+        .accounts()
+        .add_access_token(&owner, &b.name, b.expires_at)
+        .await?;
+    let body = json!({ "user": owner, "name": b.name, "secret": secret });
+    Ok(json_response(StatusCode::CREATED, body.to_string()))
+}
+
+async fn list_access_tokens(
+    State(state): State<AppState>,
+    Path(owner): Path<String>,
+    req: Request,
+) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    require_self_or_admin(&admin_caller(&state, &parts).await?, &owner)?;
+    let tokens: Vec<_> = state
+        .auth
+        .accounts()
+        .access_tokens(&owner)
+        .await?
+        .into_iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "created_at": t.created_at,
+                "expires_at": t.expires_at,
+                "revoked_at": t.revoked_at,
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "user": owner, "tokens": tokens }).to_string(),
+    ))
+}
+
+async fn revoke_access_token(
+    State(state): State<AppState>,
+    Path((owner, token)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    require_self_or_admin(&admin_caller(&state, &parts).await?, &owner)?;
+    state
+        .auth
+        .accounts()
+        .revoke_access_token(&owner, &token)
+        .await?;
+    state.auth.forget_credentials();
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -5,18 +5,20 @@
 //! Basic credentials directly (curl, scripts), or nothing. Berth runs *open* (everyone may
 //! do everything) only when configured to allow it and no account exists yet.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use base64::Engine;
 use berth_oci::{ErrorCode, RepoName};
 use berth_registry::access::{Account, Action, Actions, Principal};
 use berth_registry::accounts::{Accounts, MAX_CREDENTIAL_LEN};
 
 use crate::error::ApiError;
+use crate::ratelimit::RateLimits;
 use crate::token::{TokenClaims, TokenKeys};
 
 /// How long a Basic credential check is remembered, so curl loops do not pay argon2 each time.
@@ -38,6 +40,8 @@ pub struct AuthSettings {
     pub refresh_lifetime: Duration,
     /// Whether berth may run open while no account exists (loopback and not `required`).
     pub allow_open: bool,
+    /// Whether berth serves HTTPS: a realm derived from the Host header is then `https://…`.
+    pub tls: bool,
 }
 
 /// What a request needs, decided from its endpoint and method alone.
@@ -85,6 +89,7 @@ pub struct Auth {
     /// Verified tokens by hash: an ES256 check costs far more than the rest of a manifest GET.
     token_cache: moka::sync::Cache<[u8; 32], TokenClaims>,
     active_cache: moka::sync::Cache<String, bool>,
+    limits: Arc<RateLimits>,
 }
 
 impl Auth {
@@ -93,6 +98,7 @@ impl Auth {
         accounts: Arc<Accounts>,
         keys: TokenKeys,
         settings: AuthSettings,
+        limits: Arc<RateLimits>,
     ) -> Result<Auth, berth_registry::RegistryError> {
         let open = settings.allow_open && !accounts.any().await?;
         Ok(Auth {
@@ -112,6 +118,7 @@ impl Auth {
                 .time_to_live(ACTIVE_CACHE_TTL)
                 .build(),
             settings,
+            limits,
         })
     }
 
@@ -138,6 +145,11 @@ impl Auth {
     /// The settings.
     pub fn settings(&self) -> &AuthSettings {
         &self.settings
+    }
+
+    /// Pull limits, failed-login lockouts and the client address of a request.
+    pub fn limits(&self) -> &RateLimits {
+        &self.limits
     }
 
     /// Identifies the caller from the `Authorization` header. Presented credentials that
@@ -172,7 +184,8 @@ impl Auth {
         if let Some(encoded) = strip_scheme(value, "basic") {
             let (user, password) = decode_basic(encoded.trim())
                 .ok_or_else(|| self.unauthorized(parts, None, "malformed Basic credentials"))?;
-            return match self.basic(&user, &password).await? {
+            let client = self.limits.client_ip(parts);
+            return match self.basic(&user, &password, client).await? {
                 Some(account) => Ok(Caller::Account(account)),
                 None => Err(self.unauthorized(parts, None, "invalid username or password")),
             };
@@ -219,8 +232,17 @@ impl Auth {
         self.active_cache.invalidate_all();
     }
 
-    /// Checks Basic credentials, remembering a success for a minute.
-    pub async fn basic(&self, user: &str, password: &str) -> Result<Option<Account>, ApiError> {
+    /// Checks Basic credentials from `client`, remembering a success for a minute. While
+    /// the client address or the account name is locked out after repeated failures, the
+    /// attempt is refused (429) without checking the password; a failure's answer is
+    /// held back a little longer with each failure before it.
+    pub async fn basic(
+        &self,
+        user: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<Option<Account>, ApiError> {
+        self.limits.login_allowed(client, user, Instant::now())?;
         if user.len() > MAX_CREDENTIAL_LEN || password.len() > MAX_CREDENTIAL_LEN {
             return Ok(None);
         }
@@ -229,8 +251,12 @@ impl Auth {
             return Ok(Some(account));
         }
         let account = self.accounts.authenticate(user, password).await?;
-        if let Some(a) = &account {
-            self.basic_cache.insert(key, a.clone());
+        match &account {
+            Some(a) => self.basic_cache.insert(key, a.clone()),
+            None => {
+                let delay = self.limits.login_failed(client, user, Instant::now());
+                tokio::time::sleep(delay).await;
+            }
         }
         Ok(account)
     }
@@ -346,7 +372,7 @@ impl Auth {
     ) -> HeaderValue {
         let mut v = format!(
             "Bearer realm=\"{}\",service=\"{}\"",
-            self.realm(&parts.headers),
+            self.realm(parts),
             self.settings.service
         );
         if let Some(scope) = scope {
@@ -358,21 +384,25 @@ impl Auth {
         crate::hv(v)
     }
 
-    /// The token endpoint's URL: configured, or this server as the client addressed it.
-    fn realm(&self, headers: &HeaderMap) -> String {
+    /// The token endpoint's URL: configured, or this server as the client addressed it
+    /// (the Host header, or the `:authority` of an HTTP/2 request, which has no Host).
+    fn realm(&self, parts: &Parts) -> String {
         if let Some(realm) = &self.settings.realm {
             return realm.clone();
         }
-        let host = headers
+        let host = parts
+            .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .filter(|h| {
                 !h.is_empty()
                     && h.chars()
                         .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
             })
             .unwrap_or("localhost");
-        format!("http://{host}/token")
+        let scheme = if self.settings.tls { "https" } else { "http" };
+        format!("{scheme}://{host}/token")
     }
 }
 

@@ -13,6 +13,7 @@ pub mod error;
 mod manifests;
 pub mod metrics;
 mod query;
+pub mod ratelimit;
 pub mod token;
 mod token_endpoint;
 mod uploads;
@@ -84,8 +85,8 @@ async fn token_get(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn token_post(State(state): State<AppState>, req: Request) -> Response {
-    let (_, body) = req.into_parts();
-    token_endpoint::post(&state.auth, body)
+    let (parts, body) = req.into_parts();
+    token_endpoint::post(&state.auth, &parts, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -172,14 +173,25 @@ fn counted(class: &'static str, body: Body) -> Body {
     }))
 }
 
-/// Identifies the caller, checks what the endpoint needs, then routes.
+/// Identifies the caller, checks what the endpoint needs, counts a pull (a manifest GET)
+/// against the caller's rate limit, then routes.
 async fn checked(state: &AppState, endpoint: Endpoint, req: &Parts, body: Body) -> ApiResult {
     let caller = state.auth.caller(req).await?;
     state
         .auth
         .authorize(&caller, &endpoint.required(&req.method), req)
         .await?;
-    route(state, &caller, endpoint, req, body).await
+    let budget = match &endpoint {
+        Endpoint::Manifest(name, _) if req.method == Method::GET => {
+            ratelimit::charge_pull(&state.auth, &caller, name, req).await?
+        }
+        _ => None,
+    };
+    let res = route(state, &caller, endpoint, req, body).await;
+    let Some(budget) = budget else { return res };
+    let mut res = res.unwrap_or_else(IntoResponse::into_response);
+    budget.stamp(res.headers_mut());
+    Ok(res)
 }
 
 async fn route(

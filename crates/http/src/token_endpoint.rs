@@ -35,7 +35,7 @@ pub(crate) async fn get(auth: &Auth, parts: &Parts) -> ApiResult {
                 .ok_or_else(|| bad_login("the token endpoint takes Basic credentials"))?;
             let (user, password) =
                 decode_basic(encoded).ok_or_else(|| bad_login("malformed Basic credentials"))?;
-            login(auth, &user, &password).await?
+            login(auth, parts, &user, &password).await?
         }
     };
     let scopes: Vec<&str> = q.all("scope").flat_map(|s| s.split(' ')).collect();
@@ -44,7 +44,7 @@ pub(crate) async fn get(auth: &Auth, parts: &Parts) -> ApiResult {
 }
 
 /// `POST /token` with an OAuth2 form.
-pub(crate) async fn post(auth: &Auth, body: Body) -> ApiResult {
+pub(crate) async fn post(auth: &Auth, parts: &Parts, body: Body) -> ApiResult {
     let bytes = axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| {
         ApiError::new(ErrorCode::Unsupported, "token request form too large")
             .with_status(StatusCode::PAYLOAD_TOO_LARGE)
@@ -67,7 +67,7 @@ pub(crate) async fn post(auth: &Auth, body: Body) -> ApiResult {
         Some("password") => {
             let user = field("username").unwrap_or("");
             let password = field("password").unwrap_or("");
-            let principal = login(auth, user, password).await?;
+            let principal = login(auth, parts, user, password).await?;
             (principal, field("access_type") == Some("offline"))
         }
         Some("refresh_token") => {
@@ -100,8 +100,14 @@ pub(crate) async fn post(auth: &Auth, body: Body) -> ApiResult {
     respond(auth, &principal, &scopes, offline, true).await
 }
 
-async fn login(auth: &Auth, user: &str, password: &str) -> Result<Principal, ApiError> {
-    match auth.basic(user, password).await? {
+async fn login(
+    auth: &Auth,
+    parts: &Parts,
+    user: &str,
+    password: &str,
+) -> Result<Principal, ApiError> {
+    let client = auth.limits().client_ip(parts);
+    match auth.basic(user, password, client).await? {
         Some(account) => Ok(Principal::Account(account)),
         None => Err(bad_login("invalid username or password")),
     }

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use berth_registry::AccountStore;
 use berth_registry::StorageError;
 use berth_registry::access::{AccountKind, Actions, RepoPattern, RobotGrant, Role, Visibility};
-use berth_registry::accounts::{AccountRecord, NamespaceRecord, NewAccount};
+use berth_registry::accounts::{
+    AccessTokenRecord, AccountRecord, NamespaceRecord, NewAccessToken, NewAccount,
+};
 use berth_registry::ports::StoreResult;
 use berth_registry::service::unix_now;
 use sqlx::Row;
@@ -29,6 +31,18 @@ fn account_from(row: &SqliteRow, grants: Vec<RobotGrant>) -> StoreResult<Account
         expires_at: row.try_get("expires_at").map_err(db_err)?,
         revoked_at: row.try_get("revoked_at").map_err(db_err)?,
         grants,
+    })
+}
+
+fn namespace_from(r: &SqliteRow) -> StoreResult<NamespaceRecord> {
+    let public: bool = r.try_get(1).map_err(db_err)?;
+    Ok(NamespaceRecord {
+        name: r.try_get(0).map_err(db_err)?,
+        visibility: if public {
+            Visibility::Public
+        } else {
+            Visibility::Private
+        },
     })
 }
 
@@ -149,24 +163,165 @@ impl AccountStore for SqliteMetaStore {
             .await
     }
 
+    async fn set_secret(&self, name: &str, secret_hash: &str) -> StoreResult<bool> {
+        let (name, hash) = (name.to_owned(), secret_hash.to_owned());
+        self.writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query("UPDATE accounts SET secret_hash = $1 WHERE name = $2")
+                        .bind(&hash)
+                        .bind(&name)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(done.rows_affected() > 0)
+                })
+            })
+            .await
+    }
+
+    async fn delete_account(&self, name: &str) -> StoreResult<bool> {
+        let name = name.to_owned();
+        self.writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    // Explicit deletes: SQLite enforces ON DELETE CASCADE only with
+                    // foreign keys on, and PostgreSQL will not need to be trusted on it.
+                    for sql in [
+                        "DELETE FROM robot_grants WHERE account_id IN (SELECT id FROM accounts WHERE name = $1)",
+                        "DELETE FROM members WHERE account_id IN (SELECT id FROM accounts WHERE name = $1)",
+                        "DELETE FROM access_tokens WHERE account_id IN (SELECT id FROM accounts WHERE name = $1)",
+                    ] {
+                        sqlx::query(sql).bind(&name).execute(&mut *conn).await?;
+                    }
+                    let done = sqlx::query("DELETE FROM accounts WHERE name = $1")
+                        .bind(&name)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(done.rows_affected() > 0)
+                })
+            })
+            .await
+    }
+
+    async fn list_namespaces(&self) -> StoreResult<Vec<NamespaceRecord>> {
+        sqlx::query("SELECT name, public FROM namespaces ORDER BY name")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(namespace_from)
+            .collect()
+    }
+
+    async fn members(&self, namespace: &str) -> StoreResult<Vec<(String, Role)>> {
+        sqlx::query(
+            "SELECT a.name, m.role FROM members m JOIN accounts a ON a.id = m.account_id
+             WHERE m.namespace = $1 ORDER BY a.name",
+        )
+        .bind(namespace)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|r| {
+            let name: String = r.try_get(0).map_err(db_err)?;
+            let role: String = r.try_get(1).map_err(db_err)?;
+            Ok((
+                name,
+                Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+            ))
+        })
+        .collect()
+    }
+
+    async fn remove_member(&self, namespace: &str, account_id: i64) -> StoreResult<bool> {
+        let namespace = namespace.to_owned();
+        self.writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    let done =
+                        sqlx::query("DELETE FROM members WHERE namespace = $1 AND account_id = $2")
+                            .bind(&namespace)
+                            .bind(account_id)
+                            .execute(&mut *conn)
+                            .await?;
+                    Ok(done.rows_affected() > 0)
+                })
+            })
+            .await
+    }
+
+    async fn create_access_token(&self, t: &NewAccessToken) -> StoreResult<Option<i64>> {
+        let t = t.clone();
+        self.writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "INSERT INTO access_tokens (account_id, name, secret_hash, created_at, expires_at)
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, name) DO NOTHING RETURNING id",
+                    )
+                    .bind(t.account_id)
+                    .bind(&t.name)
+                    .bind(&t.secret_hash)
+                    .bind(unix_now())
+                    .bind(t.expires_at)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    row.map(|r| r.try_get(0)).transpose()
+                })
+            })
+            .await
+    }
+
+    async fn access_tokens(&self, account_id: i64) -> StoreResult<Vec<AccessTokenRecord>> {
+        sqlx::query(
+            "SELECT name, secret_hash, created_at, expires_at, revoked_at FROM access_tokens
+             WHERE account_id = $1 ORDER BY name",
+        )
+        .bind(account_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|r| {
+            Ok(AccessTokenRecord {
+                name: r.try_get(0).map_err(db_err)?,
+                secret_hash: r.try_get(1).map_err(db_err)?,
+                created_at: r.try_get(2).map_err(db_err)?,
+                expires_at: r.try_get(3).map_err(db_err)?,
+                revoked_at: r.try_get(4).map_err(db_err)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn revoke_access_token(&self, account_id: i64, name: &str, at: i64) -> StoreResult<bool> {
+        let name = name.to_owned();
+        self.writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "UPDATE access_tokens SET revoked_at = $1
+                         WHERE account_id = $2 AND name = $3 AND revoked_at IS NULL",
+                    )
+                    .bind(at)
+                    .bind(account_id)
+                    .bind(&name)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(done.rows_affected() > 0)
+                })
+            })
+            .await
+    }
+
     async fn namespace(&self, name: &str) -> StoreResult<Option<NamespaceRecord>> {
         let row = sqlx::query("SELECT name, public FROM namespaces WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.read)
             .await
             .map_err(db_err)?;
-        row.map(|r| {
-            let public: bool = r.try_get(1).map_err(db_err)?;
-            Ok(NamespaceRecord {
-                name: r.try_get(0).map_err(db_err)?,
-                visibility: if public {
-                    Visibility::Public
-                } else {
-                    Visibility::Private
-                },
-            })
-        })
-        .transpose()
+        row.as_ref().map(namespace_from).transpose()
     }
 
     async fn put_namespace(&self, name: &str, visibility: Visibility) -> StoreResult<()> {

@@ -17,6 +17,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "accounts",
         include_str!("../migrations/sqlite/0002_accounts.sql"),
     ),
+    (
+        3,
+        "access tokens",
+        include_str!("../migrations/sqlite/0003_access_tokens.sql"),
+    ),
 ];
 
 /// A migrator for the SQLite schema.

@@ -19,6 +19,8 @@ pub const MAX_CREDENTIAL_LEN: usize = 256;
 
 /// Prefix of robot secrets, so leaked ones are recognisable (and scannable) in logs.
 const ROBOT_SECRET_PREFIX: &str = "berth_";
+/// Prefix of personal access tokens (`berth_pat_…`); tells them from passwords at login.
+const ACCESS_TOKEN_PREFIX: &str = "berth_pat_";
 
 /// An account as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,11 +114,15 @@ pub fn hash_password(password: &str) -> Result<String> {
         .map_err(|e| RegistryError::Storage(StorageError::backend(format!("hashing: {e}"))))
 }
 
-/// Whether `secret` matches the stored hash (argon2 PHC string or `sha256:` digest).
+/// Whether `secret` matches the stored hash (argon2 PHC string, bcrypt hash imported from
+/// htpasswd, or `sha256:` digest of a robot secret).
 pub fn secret_matches(secret: &str, stored: &str) -> bool {
     if let Some(expected) = stored.strip_prefix("sha256:") {
         let got = Digest::of(Algorithm::Sha256, secret.as_bytes());
         return constant_time_eq(got.hex().as_bytes(), expected.as_bytes());
+    }
+    if is_bcrypt(stored) {
+        return bcrypt::verify(secret, stored).unwrap_or(false);
     }
     use argon2::password_hash::PasswordVerifier;
     use argon2::password_hash::phc::PasswordHash;
@@ -128,19 +134,77 @@ pub fn secret_matches(secret: &str, stored: &str) -> bool {
     }
 }
 
+/// Whether a stored hash is bcrypt (`$2a$`, `$2b$`, `$2y$`), as htpasswd files hold.
+fn is_bcrypt(stored: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .any(|p| stored.starts_with(p))
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A fresh robot secret (256 random bits) and the hash to store for it.
 pub fn new_robot_secret() -> Result<(String, String)> {
+    new_secret(ROBOT_SECRET_PREFIX)
+}
+
+/// A fresh secret with `prefix` (256 random bits) and its `sha256:` digest to store.
+fn new_secret(prefix: &str) -> Result<(String, String)> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|e| RegistryError::Storage(StorageError::backend(format!("randomness: {e}"))))?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let secret = format!("{ROBOT_SECRET_PREFIX}{hex}");
+    let secret = format!("{prefix}{hex}");
     let stored = Digest::of(Algorithm::Sha256, secret.as_bytes()).to_string();
     Ok((secret, stored))
+}
+
+/// A personal access token as stored (the secret itself is never stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessTokenRecord {
+    /// The name its owner gave it.
+    pub name: String,
+    /// `sha256:<hex>` of the secret.
+    pub secret_hash: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds after which it no longer authenticates.
+    pub expires_at: Option<i64>,
+    /// Unix seconds when it was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+impl AccessTokenRecord {
+    /// Whether the token may authenticate at `now`.
+    pub fn active_at(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+/// A personal access token to record.
+#[derive(Clone, Debug)]
+pub struct NewAccessToken {
+    /// Owner.
+    pub account_id: i64,
+    /// Name, unique per owner.
+    pub name: String,
+    /// `sha256:<hex>` of the secret.
+    pub secret_hash: String,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+/// What an htpasswd import did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HtpasswdImport {
+    /// Users created.
+    pub created: Vec<String>,
+    /// Names that already had an account (left unchanged).
+    pub existing: Vec<String>,
+    /// Lines that could not be imported, with the reason.
+    pub refused: Vec<String>,
 }
 
 /// Accounts, namespaces and memberships, and the checks built on them.
@@ -231,14 +295,78 @@ impl Accounts {
         let Some(record) = self.store.account_by_name(name).await? else {
             return Ok(None);
         };
-        if !record.active_at(unix_now()) {
+        let now = unix_now();
+        if !record.active_at(now) {
             return Ok(None);
+        }
+        if secret.starts_with(ACCESS_TOKEN_PREFIX) {
+            let tokens = self.store.access_tokens(record.id).await?;
+            let ok = tokens
+                .iter()
+                .any(|t| t.active_at(now) && secret_matches(secret, &t.secret_hash));
+            return Ok(ok.then(|| record.account()));
         }
         let (secret, stored) = (secret.to_owned(), record.secret_hash.clone());
         let ok = tokio::task::spawn_blocking(move || secret_matches(&secret, &stored))
             .await
             .unwrap_or(false);
         Ok(ok.then(|| record.account()))
+    }
+
+    /// Creates a personal access token for user `owner`; returns its secret, shown once.
+    /// It authenticates as the user (as a password would) until it expires or is revoked.
+    pub async fn add_access_token(
+        &self,
+        owner: &str,
+        name: &str,
+        expires_at: Option<i64>,
+    ) -> Result<String> {
+        let record = self.require(owner).await?;
+        if record.kind != AccountKind::User {
+            return Err(RegistryError::InvalidArgument(
+                "access tokens are for users; robots already log in with a secret".into(),
+            ));
+        }
+        check_account_name(name).map_err(|_| {
+            RegistryError::InvalidArgument(format!(
+                "invalid token name {name:?}: use 1-64 lowercase letters, digits, '.', '_' or '-'"
+            ))
+        })?;
+        let (secret, secret_hash) = new_secret(ACCESS_TOKEN_PREFIX)?;
+        let new = NewAccessToken {
+            account_id: record.id,
+            name: name.to_owned(),
+            secret_hash,
+            expires_at,
+        };
+        match self.store.create_access_token(&new).await? {
+            Some(_) => Ok(secret),
+            None => Err(RegistryError::AlreadyExists(format!(
+                "{owner} already has an access token named {name:?}"
+            ))),
+        }
+    }
+
+    /// A user's access tokens.
+    pub async fn access_tokens(&self, owner: &str) -> Result<Vec<AccessTokenRecord>> {
+        let record = self.require(owner).await?;
+        Ok(self.store.access_tokens(record.id).await?)
+    }
+
+    /// Revokes one of a user's access tokens.
+    pub async fn revoke_access_token(&self, owner: &str, name: &str) -> Result<()> {
+        let record = self.require(owner).await?;
+        if self
+            .store
+            .revoke_access_token(record.id, name, unix_now())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(RegistryError::NotFound(format!(
+                "{owner} has no live access token named {name:?}"
+            )))
+        }
     }
 
     /// Every account.
@@ -253,6 +381,94 @@ impl Accounts {
             self.store.revoke_account(name, unix_now()).await?;
         }
         Ok(())
+    }
+
+    /// Sets a user's password.
+    pub async fn set_password(&self, name: &str, password: &str) -> Result<()> {
+        let record = self.require(name).await?;
+        if record.kind != AccountKind::User {
+            return Err(RegistryError::InvalidArgument(format!(
+                "{name} is a robot account; robots keep their generated secret (revoke it and add a new robot)"
+            )));
+        }
+        check_secret(password)?;
+        let hash = hash_on_blocking_thread(password.to_owned()).await?;
+        self.store.set_secret(name, &hash).await?;
+        Ok(())
+    }
+
+    /// Deletes an account, its grants and memberships.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        if self.store.delete_account(name).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::NotFound(format!(
+                "no account named {name:?}"
+            )))
+        }
+    }
+
+    /// Every namespace that was set up, with its members.
+    pub async fn namespaces(&self) -> Result<Vec<(NamespaceRecord, Vec<(String, Role)>)>> {
+        let mut out = Vec::new();
+        for ns in self.store.list_namespaces().await? {
+            let members = self.store.members(&ns.name).await?;
+            out.push((ns, members));
+        }
+        Ok(out)
+    }
+
+    /// Removes `account` from `namespace`.
+    pub async fn remove_member(&self, namespace: &str, account: &str) -> Result<()> {
+        let record = self.require(account).await?;
+        if self.store.remove_member(namespace, record.id).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::NotFound(format!(
+                "{account} is not a member of namespace {namespace}"
+            )))
+        }
+    }
+
+    /// Imports users from an htpasswd file (bcrypt entries, as Distribution's htpasswd
+    /// auth uses), keeping their hashes so the same passwords keep working.
+    pub async fn import_htpasswd(&self, text: &str) -> Result<HtpasswdImport> {
+        let mut report = HtpasswdImport::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((name, hash)) = line.split_once(':') else {
+                report
+                    .refused
+                    .push(format!("line {}: not name:hash", n + 1));
+                continue;
+            };
+            if !is_bcrypt(hash) || check_account_name(name).is_err() {
+                report.refused.push(format!(
+                    "line {}: {name:?} needs a valid account name and a bcrypt hash (htpasswd -B)",
+                    n + 1
+                ));
+                continue;
+            }
+            let created = self
+                .store
+                .create_account(&NewAccount {
+                    name: name.to_owned(),
+                    kind: AccountKind::User,
+                    secret_hash: hash.to_owned(),
+                    registry_admin: false,
+                    expires_at: None,
+                    grants: Vec::new(),
+                })
+                .await?;
+            match created {
+                Some(_) => report.created.push(name.to_owned()),
+                None => report.existing.push(name.to_owned()),
+            }
+        }
+        Ok(report)
     }
 
     /// An account by name, whatever its state.
@@ -367,6 +583,16 @@ mod tests {
         assert!(!stored_a.contains(&a));
         assert!(secret_matches(&a, &stored_a));
         assert!(!secret_matches(&b, &stored_a));
+    }
+
+    #[test]
+    fn htpasswd_bcrypt_hashes_verify() {
+        let stored = bcrypt::hash("htpass-123", 4).unwrap();
+        assert!(stored.starts_with("$2"));
+        assert!(secret_matches("htpass-123", &stored));
+        assert!(!secret_matches("htpass-124", &stored));
+        let y = stored.replacen("$2b$", "$2y$", 1);
+        assert!(secret_matches("htpass-123", &y), "apache's $2y$ prefix");
     }
 
     #[test]

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::access::{Role, Visibility};
-use crate::accounts::{AccountRecord, NamespaceRecord, NewAccount};
+use crate::accounts::{
+    AccessTokenRecord, AccountRecord, NamespaceRecord, NewAccessToken, NewAccount,
+};
 use crate::types::*;
 
 /// A stream of bytes: request bodies in, blob contents out. Never collected whole.
@@ -177,6 +179,22 @@ pub trait AccountStore: Send + Sync {
     async fn list_accounts(&self) -> StoreResult<Vec<AccountRecord>>;
     /// Marks an account revoked at `at`; false when there is no such account.
     async fn revoke_account(&self, name: &str, at: i64) -> StoreResult<bool>;
+    /// Replaces an account's secret hash; false when there is no such account.
+    async fn set_secret(&self, name: &str, secret_hash: &str) -> StoreResult<bool>;
+    /// Deletes an account with its grants and memberships; false when absent.
+    async fn delete_account(&self, name: &str) -> StoreResult<bool>;
+    /// Every namespace that was set up, by name.
+    async fn list_namespaces(&self) -> StoreResult<Vec<NamespaceRecord>>;
+    /// Members of a namespace: (account name, role), by name.
+    async fn members(&self, namespace: &str) -> StoreResult<Vec<(String, Role)>>;
+    /// Removes an account from a namespace; false when it was not a member.
+    async fn remove_member(&self, namespace: &str, account_id: i64) -> StoreResult<bool>;
+    /// Records a personal access token; `None` when the account has one of that name.
+    async fn create_access_token(&self, token: &NewAccessToken) -> StoreResult<Option<i64>>;
+    /// An account's access tokens (revoked and expired ones included), by name.
+    async fn access_tokens(&self, account_id: i64) -> StoreResult<Vec<AccessTokenRecord>>;
+    /// Marks an access token revoked; false when there is no such live token.
+    async fn revoke_access_token(&self, account_id: i64, name: &str, at: i64) -> StoreResult<bool>;
     /// A namespace's settings, if it was set up.
     async fn namespace(&self, name: &str) -> StoreResult<Option<NamespaceRecord>>;
     /// Creates a namespace or changes its visibility.

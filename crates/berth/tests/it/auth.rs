@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-const ADMIN_PASSWORD: &str = "admin-pass-123";
+pub(crate) const ADMIN_PASSWORD: &str = "admin-pass-123";
 
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     let raw = format!("{user}:{password}");
     format!(
         "Basic {}",
@@ -17,7 +17,7 @@ fn basic(user: &str, password: &str) -> String {
     )
 }
 
-fn admin() -> String {
+pub(crate) fn admin() -> String {
     basic("admin", ADMIN_PASSWORD)
 }
 
@@ -28,7 +28,13 @@ fn secured() -> Server {
     s
 }
 
-async fn api(s: &Server, method: Method, path: &str, auth: &str, body: Value) -> Response {
+pub(crate) async fn api(
+    s: &Server,
+    method: Method,
+    path: &str,
+    auth: &str,
+    body: Value,
+) -> Response {
     s.http
         .request(method, s.url(path))
         .header("authorization", auth)
@@ -39,7 +45,7 @@ async fn api(s: &Server, method: Method, path: &str, auth: &str, body: Value) ->
         .unwrap()
 }
 
-async fn add_user(s: &Server, name: &str, password: &str) {
+pub(crate) async fn add_user(s: &Server, name: &str, password: &str) {
     let res = api(
         s,
         Method::POST,
@@ -51,13 +57,26 @@ async fn add_user(s: &Server, name: &str, password: &str) {
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
 }
 
-async fn add_member(s: &Server, ns: &str, account: &str, role: &str) {
+pub(crate) async fn add_member(s: &Server, ns: &str, account: &str, role: &str) {
     let res = api(
         s,
         Method::PUT,
         &format!("/api/v1/namespaces/{ns}/members/{account}"),
         &admin(),
         json!({"role": role}),
+    )
+    .await;
+    assert_eq!(res.status(), 204, "{}", res.text().await.unwrap());
+}
+
+/// Makes a namespace public (anonymous pull).
+pub(crate) async fn set_public(s: &Server, ns: &str) {
+    let res = api(
+        s,
+        Method::PUT,
+        &format!("/api/v1/namespaces/{ns}"),
+        &admin(),
+        json!({"visibility": "public"}),
     )
     .await;
     assert_eq!(res.status(), 204, "{}", res.text().await.unwrap());
@@ -78,7 +97,7 @@ async fn add_robot(s: &Server, name: &str, pattern: &str, expires_at: Option<i64
 }
 
 /// Asks the token service for `scopes` with `auth` (None: anonymous); returns the response.
-async fn token_response(s: &Server, auth: Option<&str>, scopes: &[&str]) -> Response {
+pub(crate) async fn token_response(s: &Server, auth: Option<&str>, scopes: &[&str]) -> Response {
     let mut url = format!("{}/token?service=berth", s.base);
     for scope in scopes {
         url.push_str(&format!("&scope={scope}"));
@@ -91,7 +110,7 @@ async fn token_response(s: &Server, auth: Option<&str>, scopes: &[&str]) -> Resp
     req.send().await.unwrap()
 }
 
-async fn token(s: &Server, auth: Option<&str>, scopes: &[&str]) -> String {
+pub(crate) async fn token(s: &Server, auth: Option<&str>, scopes: &[&str]) -> String {
     let res = token_response(s, auth, scopes).await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
@@ -124,7 +143,7 @@ fn challenge(res: &Response) -> String {
     header(res, "www-authenticate").expect("a WWW-Authenticate challenge")
 }
 
-fn bearer(token: &str) -> String {
+pub(crate) fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
@@ -137,7 +156,7 @@ fn access_of(token: &str) -> Value {
     serde_json::from_slice::<Value>(&bytes).unwrap()["access"].clone()
 }
 
-async fn with_auth(s: &Server, method: Method, path: &str, auth: &str) -> Response {
+pub(crate) async fn with_auth(s: &Server, method: Method, path: &str, auth: &str) -> Response {
     s.http
         .request(method, s.url(path))
         .header("authorization", auth)
@@ -476,15 +495,7 @@ async fn anonymous_pulls_public_namespaces_only() {
     let s = secured();
     s.push_image("pub/app", "v1", b"public").await;
     s.push_image("priv/app", "v1", b"private").await;
-    let res = api(
-        &s,
-        Method::PUT,
-        "/api/v1/namespaces/pub",
-        &admin(),
-        json!({"visibility": "public"}),
-    )
-    .await;
-    assert_eq!(res.status(), 204);
+    set_public(&s, "pub").await;
     let t = token(
         &s,
         None,

@@ -41,11 +41,7 @@ impl Server {
 
     /// Starts berth on a fresh temp data dir with extra environment variables.
     pub fn start_with(env: &[(&str, &str)]) -> Server {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let data = tmp.path().join("data");
-        let mut s = Server::start_on_with(&data, "127.0.0.1:0", env);
-        s._tmp = Some(tmp);
-        s
+        Server::start_args(&[], env)
     }
 
     /// Starts berth on `data` listening on `listen` (port 0 for a random one).
@@ -55,9 +51,24 @@ impl Server {
 
     /// [`Server::start_on`] with extra environment variables.
     pub fn start_on_with(data: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_on_args(data, listen, &[], env)
+    }
+
+    /// Starts berth on a fresh temp data dir with extra `berth serve` arguments.
+    pub fn start_args(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data = tmp.path().join("data");
+        let mut s = Server::start_on_args(&data, "127.0.0.1:0", args, env);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// [`Server::start_on_with`] with extra `berth serve` arguments.
+    pub fn start_on_args(data: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BERTH)
             .args(["serve", "--listen", listen, "--data"])
             .arg(data)
+            .args(args)
             .env("RUST_LOG", "warn")
             .env_remove("BERTH_CONFIG")
             .env_remove("BERTH_ADMIN_PASSWORD")

@@ -5,9 +5,12 @@ mod harness;
 
 mod auth;
 mod cache;
+mod cli;
 mod config;
 mod conformance;
 mod crash;
 mod fsck;
+mod ratelimit;
 mod smoke;
 mod streaming;
+mod tls;

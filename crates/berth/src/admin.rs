@@ -1,0 +1,543 @@
+//! The admin commands (`berth login`, `berth user …`, `berth robot …`, `berth namespace …`,
+//! `berth member …`, `berth htpasswd import`): clients of the server's `/api/v1`.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::client::{AdminClient, LoginFile, RequestBody, StoredLogin};
+
+/// Options every admin command takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Remote {
+    /// The berth server (default http://127.0.0.1:5000).
+    #[arg(long, env = "BERTH_SERVER", global = true)]
+    pub server: Option<String>,
+    /// Print the server's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `berth login`.
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// Account name.
+    #[arg(long, short)]
+    username: String,
+    /// Read the password from standard input (one line); otherwise from BERTH_PASSWORD.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+/// `berth user …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user; the password is read from standard input (one line).
+    Add {
+        /// Account name.
+        name: String,
+        /// Make the user a registry admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users and robots.
+    List,
+    /// Set a user's password, read from standard input (one line).
+    Passwd {
+        /// Account name.
+        name: String,
+    },
+    /// Delete an account with its memberships.
+    Remove {
+        /// Account name.
+        name: String,
+    },
+}
+
+/// `berth robot …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum RobotCommand {
+    /// Create a robot account for CI; prints its secret once.
+    Add {
+        /// Account name.
+        name: String,
+        /// `PATTERN=ACTIONS`, e.g. `ci/*=pull,push` (`*` one level, `**` any depth).
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+        /// Days until the robot stops authenticating.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List robot accounts.
+    List,
+    /// Revoke a robot (or any account): its secret and tokens stop working.
+    Revoke {
+        /// Account name.
+        name: String,
+    },
+}
+
+/// `berth namespace …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum NamespaceCommand {
+    /// Set up a namespace (private unless `--public`).
+    Add {
+        /// Namespace (first path segment of its repositories).
+        name: String,
+        /// Allow anonymous pulls.
+        #[arg(long)]
+        public: bool,
+    },
+    /// List namespaces with their visibility and members.
+    List,
+    /// Change a namespace's visibility.
+    Set {
+        /// Namespace.
+        name: String,
+        /// Allow anonymous pulls.
+        #[arg(long, conflicts_with = "private", required_unless_present = "private")]
+        public: bool,
+        /// Members only.
+        #[arg(long)]
+        private: bool,
+    },
+}
+
+/// `berth member …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Give an account a role in a namespace: reader, writer, maintainer or admin.
+    Add {
+        /// Namespace.
+        namespace: String,
+        /// Account name.
+        account: String,
+        /// reader, writer, maintainer or admin.
+        role: String,
+    },
+    /// Remove an account from a namespace.
+    Remove {
+        /// Namespace.
+        namespace: String,
+        /// Account name.
+        account: String,
+    },
+}
+
+/// `berth token …`: personal access tokens, used like a password (docker login, Basic).
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create an access token; prints its secret once.
+    Add {
+        /// A name for the token (e.g. `laptop`, `jenkins`).
+        name: String,
+        /// Days until it stops working.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        /// Whose token (registry admins only; default: the logged-in user).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// List access tokens.
+    List {
+        /// Whose tokens (registry admins only; default: the logged-in user).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke an access token.
+    Revoke {
+        /// The token's name.
+        name: String,
+        /// Whose token (registry admins only; default: the logged-in user).
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+/// `berth htpasswd …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum HtpasswdCommand {
+    /// Create users from an htpasswd file (bcrypt entries, `htpasswd -B`); passwords keep working.
+    Import {
+        /// The htpasswd file.
+        file: std::path::PathBuf,
+    },
+}
+
+fn read_secret_line(what: &str) -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .with_context(|| format!("reading the {what} from standard input"))?;
+    let secret = line.trim_end_matches(['\r', '\n']).to_owned();
+    if secret.is_empty() {
+        bail!("no {what} on standard input (pipe it in: `echo … | berth …`)");
+    }
+    Ok(secret)
+}
+
+fn print(remote: &Remote, answer: &Value, human: impl FnOnce(&Value)) {
+    if remote.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(answer).unwrap_or_default()
+        );
+    } else {
+        human(answer);
+    }
+}
+
+/// `berth login`: exchanges the password for a refresh token and stores that.
+pub async fn login(remote: &Remote, args: LoginArgs) -> anyhow::Result<ExitCode> {
+    let password = if args.password_stdin {
+        read_secret_line("password")?
+    } else {
+        std::env::var("BERTH_PASSWORD")
+            .context("give the password with --password-stdin or BERTH_PASSWORD")?
+    };
+    let client = AdminClient::connect_anonymous(remote.server.as_deref())?;
+    let answer = client
+        .token_request(&[
+            ("grant_type", "password"),
+            ("username", args.username.as_str()),
+            ("password", password.as_str()),
+            ("access_type", "offline"),
+            ("client_id", "berth-cli"),
+        ])
+        .await?;
+    let refresh_token = answer
+        .refresh_token
+        .context("the server issued no refresh token")?;
+    let mut file = LoginFile::load()?;
+    file.servers.insert(
+        client.server().to_owned(),
+        StoredLogin {
+            username: args.username.clone(),
+            refresh_token,
+        },
+    );
+    let path = file.save()?;
+    println!(
+        "logged in to {} as {} (stored in {})",
+        client.server(),
+        args.username,
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth logout`: forgets the stored login for the server.
+pub fn logout(remote: &Remote) -> anyhow::Result<ExitCode> {
+    let mut file = LoginFile::load()?;
+    let server = AdminClient::normalize(remote.server.as_deref());
+    if file.servers.remove(&server).is_some() {
+        file.save()?;
+        println!("logged out of {server}");
+    } else {
+        println!("not logged in to {server}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth user …`.
+pub async fn user(remote: &Remote, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    match cmd {
+        UserCommand::Add { name, admin } => {
+            let password = read_secret_line("password")?;
+            let body = json!({"name": name, "password": password, "registry_admin": admin});
+            let a = c
+                .call(Method::POST, "/api/v1/users", Some(RequestBody::Json(body)))
+                .await?;
+            print(remote, &a, |_| println!("created user {name}"));
+        }
+        UserCommand::List => {
+            let a = c.call(Method::GET, "/api/v1/accounts", None).await?;
+            print(remote, &a, |a| print_accounts(a, None));
+        }
+        UserCommand::Passwd { name } => {
+            let password = read_secret_line("password")?;
+            let path = format!("/api/v1/users/{name}/password");
+            let body = RequestBody::Json(json!({ "password": password }));
+            c.call(Method::PUT, &path, Some(body)).await?;
+            println!("password of {name} changed");
+        }
+        UserCommand::Remove { name } => {
+            c.call(Method::DELETE, &format!("/api/v1/accounts/{name}"), None)
+                .await?;
+            println!("removed account {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth robot …`.
+pub async fn robot(remote: &Remote, cmd: RobotCommand) -> anyhow::Result<ExitCode> {
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    match cmd {
+        RobotCommand::Add {
+            name,
+            grants,
+            expires_in_days,
+        } => {
+            let grants = grants
+                .iter()
+                .map(|g| parse_grant(g))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let expires_at = expires_in_days.map(|d| unix_now() + i64::from(d) * 86_400);
+            let body = json!({"name": name, "grants": grants, "expires_at": expires_at});
+            let a = c
+                .call(
+                    Method::POST,
+                    "/api/v1/robots",
+                    Some(RequestBody::Json(body)),
+                )
+                .await?;
+            print(remote, &a, |a| {
+                println!("created robot {name}; its secret (shown only now):");
+                println!("{}", a["secret"].as_str().unwrap_or_default());
+            });
+        }
+        RobotCommand::List => {
+            let a = c.call(Method::GET, "/api/v1/accounts", None).await?;
+            print(remote, &a, |a| print_accounts(a, Some("robot")));
+        }
+        RobotCommand::Revoke { name } => {
+            let path = format!("/api/v1/accounts/{name}/revoke");
+            c.call(Method::POST, &path, None).await?;
+            println!("revoked {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth namespace …`.
+pub async fn namespace(remote: &Remote, cmd: NamespaceCommand) -> anyhow::Result<ExitCode> {
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    let (name, public) = match cmd {
+        NamespaceCommand::List => {
+            let a = c.call(Method::GET, "/api/v1/namespaces", None).await?;
+            print(remote, &a, print_namespaces);
+            return Ok(ExitCode::SUCCESS);
+        }
+        NamespaceCommand::Add { name, public } | NamespaceCommand::Set { name, public, .. } => {
+            (name, public)
+        }
+    };
+    let visibility = if public { "public" } else { "private" };
+    let body = RequestBody::Json(json!({ "visibility": visibility }));
+    c.call(
+        Method::PUT,
+        &format!("/api/v1/namespaces/{name}"),
+        Some(body),
+    )
+    .await?;
+    println!("namespace {name} is {visibility}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth member …`.
+pub async fn member(remote: &Remote, cmd: MemberCommand) -> anyhow::Result<ExitCode> {
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    match cmd {
+        MemberCommand::Add {
+            namespace,
+            account,
+            role,
+        } => {
+            let path = format!("/api/v1/namespaces/{namespace}/members/{account}");
+            let body = RequestBody::Json(json!({ "role": role }));
+            c.call(Method::PUT, &path, Some(body)).await?;
+            println!("{account} is {role} in {namespace}");
+        }
+        MemberCommand::Remove { namespace, account } => {
+            let path = format!("/api/v1/namespaces/{namespace}/members/{account}");
+            c.call(Method::DELETE, &path, None).await?;
+            println!("{account} is no longer a member of {namespace}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth htpasswd import FILE`.
+pub async fn htpasswd(remote: &Remote, cmd: HtpasswdCommand) -> anyhow::Result<ExitCode> {
+    let HtpasswdCommand::Import { file } = cmd;
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    let a = c
+        .call(
+            Method::POST,
+            "/api/v1/htpasswd",
+            Some(RequestBody::Text(text)),
+        )
+        .await?;
+    let refused = a["refused"].as_array().map_or(0, Vec::len);
+    print(remote, &a, |a| {
+        for (key, label) in [("created", "created"), ("existing", "already existed")] {
+            for name in a[key].as_array().into_iter().flatten() {
+                println!("{label}: {}", name.as_str().unwrap_or_default());
+            }
+        }
+        for line in a["refused"].as_array().into_iter().flatten() {
+            println!("refused: {}", line.as_str().unwrap_or_default());
+        }
+    });
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `berth token …`.
+pub async fn token(remote: &Remote, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    let who = |user: Option<String>| async {
+        match user {
+            Some(u) => Ok::<_, anyhow::Error>(u),
+            None => {
+                let me = c.call(Method::GET, "/api/v1/whoami", None).await?;
+                match me["name"].as_str() {
+                    Some(n) if !n.is_empty() => Ok(n.to_owned()),
+                    _ => bail!("not logged in: run `berth login` or give --user"),
+                }
+            }
+        }
+    };
+    match cmd {
+        TokenCommand::Add {
+            name,
+            expires_in_days,
+            user,
+        } => {
+            let user = who(user).await?;
+            let expires_at = expires_in_days.map(|d| unix_now() + i64::from(d) * 86_400);
+            let body = RequestBody::Json(json!({ "name": name, "expires_at": expires_at }));
+            let path = format!("/api/v1/users/{user}/tokens");
+            let a = c.call(Method::POST, &path, Some(body)).await?;
+            print(remote, &a, |a| {
+                println!("created access token {name} for {user}; its secret (shown only now):");
+                println!("{}", a["secret"].as_str().unwrap_or_default());
+            });
+        }
+        TokenCommand::List { user } => {
+            let user = who(user).await?;
+            let path = format!("/api/v1/users/{user}/tokens");
+            let a = c.call(Method::GET, &path, None).await?;
+            print(remote, &a, |a| {
+                println!("{:<24} STATE", "TOKEN");
+                for t in a["tokens"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {}",
+                        t["name"].as_str().unwrap_or_default(),
+                        state_of(t)
+                    );
+                }
+            });
+        }
+        TokenCommand::Revoke { name, user } => {
+            let user = who(user).await?;
+            let path = format!("/api/v1/users/{user}/tokens/{name}/revoke");
+            c.call(Method::POST, &path, None).await?;
+            println!("revoked access token {name} of {user}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `revoked`, `expired` or `active`, from an API object's `revoked_at`/`expires_at`.
+fn state_of(v: &Value) -> &'static str {
+    if !v["revoked_at"].is_null() {
+        "revoked"
+    } else if v["expires_at"].as_i64().is_some_and(|e| e <= unix_now()) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+/// `PATTERN=ACTIONS` → the API's grant object.
+fn parse_grant(g: &str) -> anyhow::Result<Value> {
+    let (pattern, actions) = g
+        .split_once('=')
+        .with_context(|| format!("grant {g:?}: write PATTERN=ACTIONS, e.g. ci/*=pull,push"))?;
+    let actions: Vec<&str> = actions.split(',').map(str::trim).collect();
+    Ok(json!({ "repositories": pattern, "actions": actions }))
+}
+
+fn print_accounts(a: &Value, only_kind: Option<&str>) {
+    println!(
+        "{:<24} {:<6} {:<6} {:<8} grants",
+        "NAME", "KIND", "ADMIN", "STATE"
+    );
+    for acc in a["accounts"].as_array().into_iter().flatten() {
+        let kind = acc["kind"].as_str().unwrap_or_default();
+        if only_kind.is_some_and(|k| k != kind) {
+            continue;
+        }
+        let state = state_of(acc);
+        let grants: Vec<String> = acc["grants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| {
+                let actions: Vec<&str> = g["actions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                format!(
+                    "{}={}",
+                    g["repositories"].as_str().unwrap_or_default(),
+                    actions.join(",")
+                )
+            })
+            .collect();
+        println!(
+            "{:<24} {:<6} {:<6} {:<8} {}",
+            acc["name"].as_str().unwrap_or_default(),
+            kind,
+            if acc["registry_admin"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            state,
+            grants.join(" ")
+        );
+    }
+}
+
+fn print_namespaces(a: &Value) {
+    println!("{:<24} {:<8} members", "NAMESPACE", "VISIBILITY");
+    for ns in a["namespaces"].as_array().into_iter().flatten() {
+        let members: Vec<String> = ns["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                format!(
+                    "{}:{}",
+                    m["account"].as_str().unwrap_or_default(),
+                    m["role"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        println!(
+            "{:<24} {:<8} {}",
+            ns["name"].as_str().unwrap_or_default(),
+            ns["visibility"].as_str().unwrap_or_default(),
+            members.join(" ")
+        );
+    }
+}
+
+fn unix_now() -> i64 {
+    berth_registry::service::unix_now()
+}
