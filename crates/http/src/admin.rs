@@ -6,7 +6,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
@@ -51,10 +51,29 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// Who the caller is and whether they administer the registry.
+/// Who the caller is and whether they administer the registry (an extractor).
 struct Admin {
     name: String,
     registry_admin: bool,
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        admin_caller(state, parts).await
+    }
+}
+
+/// A JSON request body of at most `MAX_BODY` bytes; anything else is a clear 400.
+struct JsonBody<T>(T);
+
+impl<T: for<'de> Deserialize<'de>> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &AppState) -> Result<Self, ApiError> {
+        json_body(req.into_body()).await.map(JsonBody)
+    }
 }
 
 /// Identifies the caller of an admin request; anonymous callers are refused unless open.
@@ -127,9 +146,7 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Unsupported, message).with_status(StatusCode::BAD_REQUEST)
 }
 
-async fn whoami(State(state): State<AppState>, req: Request) -> ApiResult {
-    let (parts, _) = req.into_parts();
-    let who = admin_caller(&state, &parts).await?;
+async fn whoami(State(state): State<AppState>, who: Admin) -> ApiResult {
     let body = json!({
         "name": who.name,
         "registry_admin": who.registry_admin,
@@ -138,9 +155,8 @@ async fn whoami(State(state): State<AppState>, req: Request) -> ApiResult {
     Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
-async fn list_accounts(State(state): State<AppState>, req: Request) -> ApiResult {
-    let (parts, _) = req.into_parts();
-    require_registry_admin(&admin_caller(&state, &parts).await?)?;
+async fn list_accounts(State(state): State<AppState>, who: Admin) -> ApiResult {
+    require_registry_admin(&who)?;
     let accounts: Vec<_> = state
         .auth
         .accounts()
@@ -178,10 +194,12 @@ struct NewUser {
     registry_admin: bool,
 }
 
-async fn add_user(State(state): State<AppState>, req: Request) -> ApiResult {
-    let (parts, body) = req.into_parts();
-    require_registry_admin(&admin_caller(&state, &parts).await?)?;
-    let new: NewUser = json_body(body).await?;
+async fn add_user(
+    State(state): State<AppState>,
+    who: Admin,
+    JsonBody(new): JsonBody<NewUser>,
+) -> ApiResult {
+    require_registry_admin(&who)?;
     let account = state
         .auth
         .accounts()
@@ -210,10 +228,12 @@ struct NewRobot {
     expires_at: Option<i64>,
 }
 
-async fn add_robot(State(state): State<AppState>, req: Request) -> ApiResult {
-    let (parts, body) = req.into_parts();
-    require_registry_admin(&admin_caller(&state, &parts).await?)?;
-    let new: NewRobot = json_body(body).await?;
+async fn add_robot(
+    State(state): State<AppState>,
+    who: Admin,
+    JsonBody(new): JsonBody<NewRobot>,
+) -> ApiResult {
+    require_registry_admin(&who)?;
     let mut grants = Vec::with_capacity(new.grants.len());
     for g in &new.grants {
         let pattern = RepoPattern::parse(&g.repositories).map_err(bad_request)?;
@@ -236,13 +256,8 @@ async fn add_robot(State(state): State<AppState>, req: Request) -> ApiResult {
     Ok(json_response(StatusCode::CREATED, body.to_string()))
 }
 
-async fn revoke(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    req: Request,
-) -> ApiResult {
-    let (parts, _) = req.into_parts();
-    require_registry_admin(&admin_caller(&state, &parts).await?)?;
+async fn revoke(State(state): State<AppState>, Path(name): Path<String>, who: Admin) -> ApiResult {
+    require_registry_admin(&who)?;
     state.auth.accounts().revoke(&name).await?;
     state.auth.forget_credentials();
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -258,12 +273,10 @@ struct NamespaceBody {
 async fn set_namespace(
     State(state): State<AppState>,
     Path(ns): Path<String>,
-    req: Request,
+    who: Admin,
+    JsonBody(b): JsonBody<NamespaceBody>,
 ) -> ApiResult {
-    let (parts, body) = req.into_parts();
-    let who = admin_caller(&state, &parts).await?;
     require_namespace_admin(&state, &who, &ns).await?;
-    let b: NamespaceBody = json_body(body).await?;
     let visibility = match b.visibility.as_str() {
         "public" => Visibility::Public,
         "private" => Visibility::Private,
@@ -287,12 +300,10 @@ struct MemberBody {
 async fn set_member(
     State(state): State<AppState>,
     Path((ns, account)): Path<(String, String)>,
-    req: Request,
+    who: Admin,
+    JsonBody(b): JsonBody<MemberBody>,
 ) -> ApiResult {
-    let (parts, body) = req.into_parts();
-    let who = admin_caller(&state, &parts).await?;
     require_namespace_admin(&state, &who, &ns).await?;
-    let b: MemberBody = json_body(body).await?;
     let role = Role::parse(&b.role).ok_or_else(|| {
         bad_request(format!(
             "role {:?}: use reader, writer, maintainer or admin",
@@ -310,10 +321,9 @@ async fn set_member(
 async fn remove_account(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    req: Request,
+    who: Admin,
 ) -> ApiResult {
-    let (parts, _) = req.into_parts();
-    require_registry_admin(&admin_caller(&state, &parts).await?)?;
+    require_registry_admin(&who)?;
     state.auth.accounts().remove(&name).await?;
     state.auth.forget_credentials();
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -330,11 +340,10 @@ struct PasswordBody {
 async fn set_password(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    req: Request,
+    who: Admin,
+    JsonBody(b): JsonBody<PasswordBody>,
 ) -> ApiResult {
-    let (parts, body) = req.into_parts();
-    require_self_or_admin(&admin_caller(&state, &parts).await?, &name)?;
-    let b: PasswordBody = json_body(body).await?;
+    require_self_or_admin(&who, &name)?;
     state
         .auth
         .accounts()
@@ -345,9 +354,8 @@ async fn set_password(
 }
 
 /// `POST /api/v1/htpasswd`: the body is an htpasswd file (bcrypt entries).
-async fn import_htpasswd(State(state): State<AppState>, req: Request) -> ApiResult {
-    let (parts, body) = req.into_parts();
-    require_registry_admin(&admin_caller(&state, &parts).await?)?;
+async fn import_htpasswd(State(state): State<AppState>, who: Admin, body: Body) -> ApiResult {
+    require_registry_admin(&who)?;
     let bytes = axum::body::to_bytes(body, MAX_BODY * 16)
         .await
         .map_err(|_| {
@@ -371,9 +379,8 @@ async fn import_htpasswd(State(state): State<AppState>, req: Request) -> ApiResu
     Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
-async fn list_namespaces(State(state): State<AppState>, req: Request) -> ApiResult {
-    let (parts, _) = req.into_parts();
-    require_registry_admin(&admin_caller(&state, &parts).await?)?;
+async fn list_namespaces(State(state): State<AppState>, who: Admin) -> ApiResult {
+    require_registry_admin(&who)?;
     let namespaces: Vec<_> = state
         .auth
         .accounts()
@@ -403,10 +410,8 @@ async fn list_namespaces(State(state): State<AppState>, req: Request) -> ApiResu
 async fn remove_member(
     State(state): State<AppState>,
     Path((ns, account)): Path<(String, String)>,
-    req: Request,
+    who: Admin,
 ) -> ApiResult {
-    let (parts, _) = req.into_parts();
-    let who = admin_caller(&state, &parts).await?;
     require_namespace_admin(&state, &who, &ns).await?;
     state.auth.accounts().remove_member(&ns, &account).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -433,11 +438,10 @@ struct NewAccessTokenBody {
 async fn add_access_token(
     State(state): State<AppState>,
     Path(owner): Path<String>,
-    req: Request,
+    who: Admin,
+    JsonBody(b): JsonBody<NewAccessTokenBody>,
 ) -> ApiResult {
-    let (parts, body) = req.into_parts();
-    require_self_or_admin(&admin_caller(&state, &parts).await?, &owner)?;
-    let b: NewAccessTokenBody = json_body(body).await?;
+    require_self_or_admin(&who, &owner)?;
     let secret = state
         .auth
         .accounts()
@@ -450,10 +454,9 @@ async fn add_access_token(
 async fn list_access_tokens(
     State(state): State<AppState>,
     Path(owner): Path<String>,
-    req: Request,
+    who: Admin,
 ) -> ApiResult {
-    let (parts, _) = req.into_parts();
-    require_self_or_admin(&admin_caller(&state, &parts).await?, &owner)?;
+    require_self_or_admin(&who, &owner)?;
     let tokens: Vec<_> = state
         .auth
         .accounts()
@@ -478,10 +481,9 @@ async fn list_access_tokens(
 async fn revoke_access_token(
     State(state): State<AppState>,
     Path((owner, token)): Path<(String, String)>,
-    req: Request,
+    who: Admin,
 ) -> ApiResult {
-    let (parts, _) = req.into_parts();
-    require_self_or_admin(&admin_caller(&state, &parts).await?, &owner)?;
+    require_self_or_admin(&who, &owner)?;
     state
         .auth
         .accounts()
