@@ -88,7 +88,7 @@ async fn admin_caller(state: &AppState, parts: &Parts) -> Result<Admin, ApiError
                 .get(&c.sub)
                 .await?
                 .is_some_and(|r| r.registry_admin && r.active_at(unix_now()));
-            (c.sub, admin)
+            (c.sub.clone(), admin)
         }
         _ => {
             return Err(ApiError::new(

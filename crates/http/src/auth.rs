@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::request::Parts;
@@ -60,8 +60,9 @@ pub enum Required {
 pub enum Caller {
     /// Open mode: no accounts exist and berth was allowed to run open.
     Open,
-    /// A verified bearer token: exactly the access it carries.
-    Token(TokenClaims),
+    /// A verified bearer token: exactly the access it carries (shared with the cache of
+    /// verified tokens, so a request clones no claims).
+    Token(Arc<TokenClaims>),
     /// Verified Basic credentials.
     Account(Account),
     /// No credentials.
@@ -79,6 +80,23 @@ impl Caller {
     }
 }
 
+/// One worker thread's most recently checked bearer token. A client sends the same token
+/// on every request, so most requests skip hashing the token and both caches.
+struct LastToken {
+    auth: u64,
+    generation: u64,
+    token: String,
+    claims: Arc<TokenClaims>,
+    checked: std::time::Instant,
+}
+
+thread_local! {
+    static LAST_TOKEN: std::cell::RefCell<Option<LastToken>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Source of [`Auth`] instance ids.
+static NEXT_AUTH_ID: AtomicU64 = AtomicU64::new(1);
+
 /// Authentication state shared by every request.
 pub struct Auth {
     accounts: Arc<Accounts>,
@@ -87,8 +105,12 @@ pub struct Auth {
     open: AtomicBool,
     basic_cache: moka::sync::Cache<[u8; 32], Account>,
     /// Verified tokens by hash: an ES256 check costs far more than the rest of a manifest GET.
-    token_cache: moka::sync::Cache<[u8; 32], TokenClaims>,
+    token_cache: moka::sync::Cache<[u8; 32], Arc<TokenClaims>>,
     active_cache: moka::sync::Cache<String, bool>,
+    /// Distinguishes this instance in the per-thread token memo.
+    id: u64,
+    /// Bumped by [`Auth::forget_credentials`]; older per-thread memos are ignored.
+    generation: AtomicU64,
     limits: Arc<RateLimits>,
 }
 
@@ -117,6 +139,8 @@ impl Auth {
                 .max_capacity(100_000)
                 .time_to_live(ACTIVE_CACHE_TTL)
                 .build(),
+            id: NEXT_AUTH_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
             settings,
             limits,
         })
@@ -165,7 +189,11 @@ impl Auth {
             .to_str()
             .map_err(|_| self.unauthorized(parts, None, "the Authorization header is not ASCII"))?;
         if let Some(token) = strip_scheme(value, "bearer") {
-            let claims = self.verify_cached(token.trim()).map_err(|e| {
+            let token = token.trim();
+            if let Some(claims) = self.recent_token(token) {
+                return Ok(Caller::Token(claims));
+            }
+            let claims = self.verify_cached(token).map_err(|e| {
                 self.unauthorized(
                     parts,
                     Some("invalid_token"),
@@ -179,6 +207,7 @@ impl Auth {
                     "the account of this token was revoked or has expired",
                 ));
             }
+            self.remember_token(token, &claims);
             return Ok(Caller::Token(claims));
         }
         if let Some(encoded) = strip_scheme(value, "basic") {
@@ -197,8 +226,39 @@ impl Auth {
         ))
     }
 
+    /// The claims of `token` if this worker thread verified it (and its account) moments
+    /// ago and no credentials were forgotten since.
+    fn recent_token(&self, token: &str) -> Option<Arc<TokenClaims>> {
+        let now = berth_registry::service::unix_now().max(0) as u64;
+        let generation = self.generation.load(Ordering::Relaxed);
+        LAST_TOKEN.with_borrow(|last| match last {
+            Some(l)
+                if l.auth == self.id
+                    && l.generation == generation
+                    && l.claims.exp > now
+                    && l.checked.elapsed() < ACTIVE_CACHE_TTL
+                    && l.token == token =>
+            {
+                Some(l.claims.clone())
+            }
+            _ => None,
+        })
+    }
+
+    /// Remembers a fully checked token as this worker thread's most recent one.
+    fn remember_token(&self, token: &str, claims: &Arc<TokenClaims>) {
+        let entry = LastToken {
+            auth: self.id,
+            generation: self.generation.load(Ordering::Relaxed),
+            token: token.to_owned(),
+            claims: claims.clone(),
+            checked: std::time::Instant::now(),
+        };
+        LAST_TOKEN.with_borrow_mut(|last| *last = Some(entry));
+    }
+
     /// Verifies a bearer token, remembering verified ones until they expire.
-    fn verify_cached(&self, token: &str) -> Result<TokenClaims, crate::token::TokenError> {
+    fn verify_cached(&self, token: &str) -> Result<Arc<TokenClaims>, crate::token::TokenError> {
         let key = sha256(token.as_bytes());
         let now = berth_registry::service::unix_now().max(0) as u64;
         if let Some(claims) = self.token_cache.get(&key)
@@ -207,6 +267,7 @@ impl Auth {
             return Ok(claims);
         }
         let claims = self.keys.verify(token, &self.settings.service)?;
+        let claims = Arc::new(claims);
         self.token_cache.insert(key, claims.clone());
         Ok(claims)
     }
@@ -228,6 +289,7 @@ impl Auth {
 
     /// Forgets remembered credential checks (after a revocation or a password change).
     pub fn forget_credentials(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
         self.basic_cache.invalidate_all();
         self.active_cache.invalidate_all();
     }
