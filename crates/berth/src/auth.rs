@@ -20,6 +20,13 @@ const FIRST_ADMIN: &str = "admin";
 /// How long docker's stored login (a refresh token) stays valid.
 const REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Whether berth may run open (anonymous push) while no account exists: only on a
+/// loopback address, or where `[auth] open = true` says so explicitly, and never when
+/// `[auth] required` is set.
+fn may_run_open(listen: std::net::SocketAddr, auth: &crate::config::AuthConfig) -> bool {
+    (listen.ip().is_loopback() || auth.open) && !auth.required
+}
+
 /// Loads the signing key, creates the first admin when needed, and decides open mode.
 ///
 /// Open mode (anonymous pull and push) needs a loopback address (or `[auth] open = true`),
@@ -30,8 +37,7 @@ pub async fn start(config: &Config, meta: Arc<SqliteMetaStore>) -> anyhow::Resul
     let keys = TokenKeys::load_or_create(&config.data.join(SIGNING_KEY_FILE), "berth")
         .map_err(|e| anyhow::anyhow!("token signing key: {e}"))?;
     let accounts = Arc::new(Accounts::new(meta));
-    let may_be_open =
-        (config.listen.ip().is_loopback() || config.auth.open) && !config.auth.required;
+    let may_be_open = may_run_open(config.listen, &config.auth);
     let given = std::env::var("BERTH_ADMIN_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
@@ -78,4 +84,38 @@ pub async fn start(config: &Config, meta: Arc<SqliteMetaStore>) -> anyhow::Resul
         tracing::info!(service = %config.auth.service, "access control is on: token endpoint at /token");
     }
     Ok(Arc::new(auth))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthConfig;
+
+    fn auth(required: bool, open: bool) -> AuthConfig {
+        AuthConfig {
+            required,
+            open,
+            service: "berth".into(),
+            realm: None,
+            token_lifetime_secs: 300,
+        }
+    }
+
+    #[test]
+    fn only_loopback_runs_open_by_default() {
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(may_run_open(addr("127.0.0.1:5000"), &auth(false, false)));
+        assert!(may_run_open(addr("[::1]:5000"), &auth(false, false)));
+        assert!(!may_run_open(addr("0.0.0.0:5000"), &auth(false, false)));
+        assert!(!may_run_open(addr("192.0.2.10:5000"), &auth(false, false)));
+        assert!(!may_run_open(addr("[::]:5000"), &auth(false, false)));
+    }
+
+    #[test]
+    fn required_and_explicit_open_override_the_address() {
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(!may_run_open(addr("127.0.0.1:5000"), &auth(true, false)));
+        assert!(may_run_open(addr("0.0.0.0:5000"), &auth(false, true)));
+        assert!(!may_run_open(addr("0.0.0.0:5000"), &auth(true, true)));
+    }
 }

@@ -594,3 +594,49 @@ async fn admin_api_refuses_non_admins() {
         .collect();
     assert_eq!(names, ["admin", "ann"]);
 }
+
+#[tokio::test]
+async fn required_auth_creates_an_admin_with_a_password_printed_once() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BERTH)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(tmp.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .env("BERTH_AUTH_REQUIRED", "true")
+        .env_remove("BERTH_ADMIN_PASSWORD")
+        .env_remove("BERTH_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let password = line
+        .trim()
+        .rsplit_once(" with password ")
+        .map(|(_, p)| p.to_owned())
+        .unwrap_or_else(|| panic!("no password line: {line:?}"));
+    let mut addr = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut addr)
+        .unwrap();
+    let addr = addr
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let res = http.get(format!("http://{addr}/v2/")).send().await.unwrap();
+    assert_eq!(res.status(), 401, "required: no open mode on loopback");
+    let res = http
+        .get(format!("http://{addr}/v2/"))
+        .basic_auth("admin", Some(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the printed password works");
+    let _ = child.kill();
+    let _ = child.wait();
+}
