@@ -157,6 +157,21 @@ pub enum TokenCommand {
     },
 }
 
+/// `berth tag …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum TagCommand {
+    /// When the tag moved, who moved it, from which digest to which (newest first).
+    History {
+        /// Repository, e.g. `payments/api`.
+        repository: String,
+        /// Tag, e.g. `latest`.
+        tag: String,
+        /// Instead: which digest the tag pointed to at this RFC 3339 time.
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
 /// `berth htpasswd …`.
 #[derive(clap::Subcommand, Debug)]
 pub enum HtpasswdCommand {
@@ -448,6 +463,84 @@ pub async fn token(remote: &Remote, cmd: TokenCommand) -> anyhow::Result<ExitCod
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `berth tag …`.
+pub async fn tag(remote: &Remote, cmd: TagCommand) -> anyhow::Result<ExitCode> {
+    let TagCommand::History {
+        repository,
+        tag,
+        at,
+    } = cmd;
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    let mut query: Vec<(&str, &str)> = vec![("repository", &repository), ("tag", &tag)];
+    if let Some(at) = &at {
+        query.push(("at", at));
+    }
+    let path = format!(
+        "/api/v1/tag-history?{}",
+        query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    );
+    let a = c.call(Method::GET, &path, None).await?;
+    print(remote, &a, |a| {
+        if at.is_some() {
+            match a["digest"].as_str() {
+                Some(d) => println!(
+                    "{repository}:{tag} pointed to {d} at {}",
+                    a["at"].as_str().unwrap_or_default()
+                ),
+                None => println!(
+                    "{repository}:{tag} did not exist at {}",
+                    a["at"].as_str().unwrap_or_default()
+                ),
+            }
+            return;
+        }
+        println!(
+            "{:<24} {:<8} {:<19} {:<19} {:<12} {:<15} USER AGENT",
+            "TIME", "CHANGE", "FROM", "TO", "ACCOUNT", "CLIENT"
+        );
+        for e in a["events"].as_array().into_iter().flatten() {
+            let change = match (e["previous"].is_null(), e["new"].is_null()) {
+                (true, _) => "created",
+                (_, true) => "deleted",
+                _ => "moved",
+            };
+            println!(
+                "{:<24} {:<8} {:<19} {:<19} {:<12} {:<15} {}",
+                e["at"].as_str().unwrap_or_default(),
+                change,
+                short_digest(&e["previous"]),
+                short_digest(&e["new"]),
+                e["account"].as_str().unwrap_or("-"),
+                e["client"].as_str().unwrap_or("-"),
+                e["user_agent"].as_str().unwrap_or("-"),
+            );
+        }
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sha256:0123456789ab` (enough to tell digests apart in a table), or `-`.
+fn short_digest(v: &Value) -> String {
+    v.as_str()
+        .map_or_else(|| "-".to_owned(), |d| d.chars().take(19).collect())
+}
+
+/// Percent-encodes a query value.
+fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `revoked`, `expired` or `active`, from an API object's `revoked_at`/`expires_at`.

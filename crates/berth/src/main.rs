@@ -25,7 +25,7 @@ struct Cli {
 
 /// Shown by `berth help`: how the admin commands find their server and credentials.
 const ADMIN_HELP: &str = "\
-The admin commands (login, user, robot, token, namespace, member, htpasswd) call the server's
+The admin commands (login, user, robot, token, namespace, member, tag, htpasswd) call the server's
 admin API at --server (BERTH_SERVER, default http://127.0.0.1:5000) with, first found:
 BERTH_USERNAME + BERTH_PASSWORD, the login stored by `berth login`, or no credentials
 (enough while the server runs open). --json prints the server's answer as JSON.
@@ -37,7 +37,8 @@ Examples:
   berth token add laptop --expires-in-days 30
   berth namespace add team --public
   berth member add team ann writer
-  berth htpasswd import /etc/docker/registry/htpasswd";
+  berth htpasswd import /etc/docker/registry/htpasswd
+  berth tag history payments/api latest [--at 2026-11-24T01:40:00Z]";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -64,6 +65,9 @@ enum Command {
     /// Manage personal access tokens: add, list, revoke.
     #[command(subcommand)]
     Token(admin::TokenCommand),
+    /// Tag history: when a tag moved, who moved it, from which digest to which.
+    #[command(subcommand)]
+    Tag(admin::TagCommand),
     /// Import accounts from an htpasswd file.
     #[command(subcommand)]
     Htpasswd(admin::HtpasswdCommand),
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
             Command::Namespace(cmd) => admin::namespace(&cli.remote, cmd).await,
             Command::Member(cmd) => admin::member(&cli.remote, cmd).await,
             Command::Token(cmd) => admin::token(&cli.remote, cmd).await,
+            Command::Tag(cmd) => admin::tag(&cli.remote, cmd).await,
             Command::Htpasswd(cmd) => admin::htpasswd(&cli.remote, cmd).await,
         }
     });

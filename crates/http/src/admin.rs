@@ -43,6 +43,7 @@ pub fn routes() -> Router<AppState> {
             post(revoke_access_token),
         )
         .route("/api/v1/htpasswd", post(import_htpasswd))
+        .route("/api/v1/tag-history", get(tag_history))
         .route("/api/v1/namespaces", get(list_namespaces))
         .route("/api/v1/namespaces/{ns}", put(set_namespace))
         .route(
@@ -491,4 +492,61 @@ async fn revoke_access_token(
         .await?;
     state.auth.forget_credentials();
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Most events `GET /api/v1/tag-history` returns (newest first).
+const HISTORY_PAGE: u32 = 1000;
+
+/// `GET /api/v1/tag-history?repository=R&tag=T[&at=RFC3339]`: a tag's moves, newest first,
+/// or which digest it pointed to at a moment. Needs pull on the repository.
+async fn tag_history(State(state): State<AppState>, req: Request) -> ApiResult {
+    use berth_oci::{RepoName, Tag};
+    let (parts, _) = req.into_parts();
+    let q = crate::query::Query::of(&parts);
+    let repo = RepoName::parse(q.get("repository").unwrap_or(""))
+        .map_err(berth_registry::RegistryError::from)?;
+    let tag =
+        Tag::parse(q.get("tag").unwrap_or("")).map_err(berth_registry::RegistryError::from)?;
+    let caller = state.auth.caller(&parts).await?;
+    let need = crate::auth::Required::Repo(repo.clone(), berth_registry::access::Action::Pull);
+    state.auth.authorize(&caller, &need, &parts).await?;
+    if let Some(at) = q.get("at") {
+        let when = humantime::parse_rfc3339_weak(at).map_err(|e| {
+            bad_request(format!(
+                "at={at:?} is not an RFC 3339 time ({e}), e.g. 2026-11-24T01:40:00Z"
+            ))
+        })?;
+        let at_ms = when
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let digest = state.registry.tag_at(&repo, &tag, at_ms).await?;
+        let body = json!({
+            "repository": repo.as_str(),
+            "tag": tag.as_str(),
+            "at": humantime::format_rfc3339_millis(when).to_string(),
+            "digest": digest.map(|d| d.to_string()),
+        });
+        return Ok(json_response(StatusCode::OK, body.to_string()));
+    }
+    let events: Vec<_> = state
+        .registry
+        .tag_history(&repo, &tag, HISTORY_PAGE)
+        .await?
+        .into_iter()
+        .map(|e| {
+            let when = std::time::UNIX_EPOCH
+                + std::time::Duration::from_millis(u64::try_from(e.at_ms).unwrap_or(0));
+            json!({
+                "at": humantime::format_rfc3339_millis(when).to_string(),
+                "previous": e.previous.map(|d| d.to_string()),
+                "new": e.new.map(|d| d.to_string()),
+                "account": e.actor.account,
+                "client": e.actor.client,
+                "user_agent": e.actor.user_agent,
+            })
+        })
+        .collect();
+    let body = json!({ "repository": repo.as_str(), "tag": tag.as_str(), "events": events });
+    Ok(json_response(StatusCode::OK, body.to_string()))
 }

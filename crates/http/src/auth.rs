@@ -21,6 +21,9 @@ use crate::error::ApiError;
 use crate::ratelimit::RateLimits;
 use crate::token::{TokenClaims, TokenKeys};
 
+/// Longest `User-Agent` kept in the tag history.
+const MAX_USER_AGENT: usize = 256;
+
 /// How long a Basic credential check is remembered, so curl loops do not pay argon2 each time.
 const BASIC_CACHE_TTL: Duration = Duration::from_secs(60);
 /// How long "this token's account is still active" is remembered: a revoked account's
@@ -362,6 +365,25 @@ impl Auth {
             Some(r) if r.active_at(now) => Principal::Account(r.account()),
             _ => Principal::Anonymous,
         })
+    }
+
+    /// Who is making a change, for the tag history: account, client address, user agent.
+    pub fn actor(&self, caller: &Caller, parts: &Parts) -> berth_registry::Actor {
+        let account = match caller {
+            Caller::Account(a) => Some(a.name.clone()),
+            Caller::Token(c) if !c.sub.is_empty() => Some(c.sub.clone()),
+            Caller::Open | Caller::Token(_) | Caller::Anonymous => None,
+        };
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(MAX_USER_AGENT).collect());
+        berth_registry::Actor {
+            account,
+            client: Some(self.limits.client_ip(parts).to_string()),
+            user_agent,
+        }
     }
 
     /// Refuses the request unless the caller holds what it needs.

@@ -227,9 +227,13 @@ async fn route(
             manifests::get(reg, &name, &r, req, m == Method::HEAD).await
         }
         (Endpoint::Manifest(name, r), Method::PUT) => {
-            manifests::put(reg, &name, &r, req, body).await
+            let actor = state.auth.actor(caller, req);
+            manifests::put(reg, &name, &r, req, body, &actor).await
         }
-        (Endpoint::Manifest(name, r), Method::DELETE) => manifests::delete(reg, &name, &r).await,
+        (Endpoint::Manifest(name, r), Method::DELETE) => {
+            let actor = state.auth.actor(caller, req);
+            manifests::delete(reg, &name, &r, &actor).await
+        }
         (_, m) => Err(ApiError::new(
             ErrorCode::Unsupported,
             format!("method {m} is not allowed on this endpoint"),

@@ -7,6 +7,7 @@ use axum::http::{HeaderName, StatusCode, header};
 use axum::response::Response;
 use berth_oci::manifest::MAX_MANIFEST_BYTES;
 use berth_oci::{ErrorCode, Reference, RepoName, Tag};
+use berth_registry::Actor;
 use berth_registry::{Registry, RegistryError};
 use futures_util::StreamExt;
 
@@ -60,6 +61,7 @@ pub(crate) async fn put(
     reference: &Reference,
     req: &Parts,
     body: RequestBody,
+    actor: &Actor,
 ) -> ApiResult {
     let q = Query::of(req);
     let extra_tags = q
@@ -102,7 +104,14 @@ pub(crate) async fn put(
     }
     let bytes = buf.freeze();
     let pushed = reg
-        .put_manifest(name, reference, content_type.as_deref(), bytes, extra_tags)
+        .put_manifest(
+            name,
+            reference,
+            content_type.as_deref(),
+            bytes,
+            extra_tags,
+            actor,
+        )
         .await?;
     let mut builder = Response::builder()
         .status(StatusCode::CREATED)
@@ -122,8 +131,13 @@ pub(crate) async fn put(
     Ok(builder.body(Body::empty()).unwrap_or_default())
 }
 
-pub(crate) async fn delete(reg: &Registry, name: &RepoName, reference: &Reference) -> ApiResult {
-    reg.delete_manifest(name, reference).await?;
+pub(crate) async fn delete(
+    reg: &Registry,
+    name: &RepoName,
+    reference: &Reference,
+    actor: &Actor,
+) -> ApiResult {
+    reg.delete_manifest(name, reference, actor).await?;
     Ok(Response::builder()
         .status(StatusCode::ACCEPTED)
         .header(header::CONTENT_LENGTH, 0)

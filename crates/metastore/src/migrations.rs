@@ -22,6 +22,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "access tokens",
         include_str!("../migrations/sqlite/0003_access_tokens.sql"),
     ),
+    (
+        4,
+        "tag events",
+        include_str!("../migrations/sqlite/0004_tag_events.sql"),
+    ),
 ];
 
 /// A migrator for the SQLite schema.

@@ -13,8 +13,8 @@ use berth_oci::{Algorithm, Digest, RepoName, Tag};
 use berth_registry::ports::StoreResult;
 use berth_registry::service::unix_now;
 use berth_registry::{
-    BlobUnlink, ManifestDeletion, ManifestRefusal, MetaStore, NewManifest, Page, Referrer,
-    StorageError, StoredManifest, UploadId, UploadSession,
+    Actor, BlobUnlink, ManifestDeletion, ManifestRefusal, MetaStore, NewManifest, Page, Referrer,
+    StorageError, StoredManifest, TagEvent, UploadId, UploadSession,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -187,6 +187,16 @@ async fn put_manifest_in(
             .await?;
     }
     for tag in &m.tags {
+        let previous = tagged_digest(conn, repo, tag.as_str()).await?;
+        if previous.as_deref() != Some(m.digest.as_str()) {
+            let change = TagChange {
+                repo_id: repo,
+                tag: tag.as_str(),
+                previous: previous.as_deref(),
+                new: Some(m.digest.as_str()),
+            };
+            record_tag_event(conn, &change, &m.actor).await?;
+        }
         sqlx::query(
             "INSERT INTO tags (repo_id, name, manifest_id, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (repo_id, name) DO UPDATE SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
@@ -199,6 +209,64 @@ async fn put_manifest_in(
         .await?;
     }
     Ok(Ok(()))
+}
+
+/// The digest `tag` points to in repository `repo_id`.
+async fn tagged_digest(
+    conn: &mut SqliteConnection,
+    repo_id: i64,
+    tag: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query(
+        "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
+         WHERE t.repo_id = $1 AND t.name = $2",
+    )
+    .bind(repo_id)
+    .bind(tag)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|r| r.try_get(0))
+    .transpose()
+}
+
+/// One change of a tag, for [`record_tag_event`].
+struct TagChange<'a> {
+    repo_id: i64,
+    tag: &'a str,
+    previous: Option<&'a str>,
+    new: Option<&'a str>,
+}
+
+/// Appends a tag event, in the caller's transaction (the change and its record commit
+/// together or not at all).
+async fn record_tag_event(
+    conn: &mut SqliteConnection,
+    change: &TagChange<'_>,
+    actor: &Actor,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tag_events (repo_id, tag, previous_digest, new_digest, account, client, user_agent, at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(change.repo_id)
+    .bind(change.tag)
+    .bind(change.previous)
+    .bind(change.new)
+    .bind(actor.account.as_deref())
+    .bind(actor.client.as_deref())
+    .bind(actor.user_agent.as_deref())
+    .bind(unix_now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// `keep` for writes whose every result should be committed.
@@ -528,30 +596,87 @@ impl MetaStore for SqliteMetaStore {
         }
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<bool> {
-        let (repo, tag) = (repo.clone(), tag.clone());
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, actor: &Actor) -> StoreResult<bool> {
+        let (repo, tag, actor) = (repo.clone(), tag.clone(), actor.clone());
         self.writer
             .write(Durability::Durable, keep, move |conn| {
                 Box::pin(async move {
-                    let done = sqlx::query(
-                        "DELETE FROM tags WHERE name = $2 AND repo_id = (SELECT id FROM repositories WHERE name = $1)",
-                    )
-                    .bind(repo.as_str())
-                    .bind(tag.as_str())
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(done.rows_affected() > 0)
+                    let Some(row) = sqlx::query("SELECT id FROM repositories WHERE name = $1")
+                        .bind(repo.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await?
+                    else {
+                        return Ok(false);
+                    };
+                    let repo_id: i64 = row.try_get(0)?;
+                    let Some(previous) = tagged_digest(conn, repo_id, tag.as_str()).await? else {
+                        return Ok(false);
+                    };
+                    sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
+                        .bind(repo_id)
+                        .bind(tag.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                    let change = TagChange {
+                        repo_id,
+                        tag: tag.as_str(),
+                        previous: Some(&previous),
+                        new: None,
+                    };
+                    record_tag_event(conn, &change, &actor).await?;
+                    Ok(true)
                 })
             })
             .await
+    }
+
+    async fn tag_history(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        limit: u32,
+    ) -> StoreResult<Vec<TagEvent>> {
+        let rows = sqlx::query(
+            "SELECT e.tag, e.previous_digest, e.new_digest, e.account, e.client, e.user_agent, e.at_ms
+             FROM tag_events e JOIN repositories r ON r.id = e.repo_id
+             WHERE r.name = $1 AND e.tag = $2 ORDER BY e.at_ms DESC, e.id DESC LIMIT $3",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let digest = |i: usize| -> StoreResult<Option<Digest>> {
+                    r.try_get::<Option<String>, _>(i)
+                        .map_err(db_err)?
+                        .map(|d| parse_digest(&d))
+                        .transpose()
+                };
+                Ok(TagEvent {
+                    tag: r.try_get(0).map_err(db_err)?,
+                    previous: digest(1)?,
+                    new: digest(2)?,
+                    actor: Actor {
+                        account: r.try_get(3).map_err(db_err)?,
+                        client: r.try_get(4).map_err(db_err)?,
+                        user_agent: r.try_get(5).map_err(db_err)?,
+                    },
+                    at_ms: r.try_get(6).map_err(db_err)?,
+                })
+            })
+            .collect()
     }
 
     async fn delete_manifest(
         &self,
         repo: &RepoName,
         digest: &Digest,
+        actor: &Actor,
     ) -> StoreResult<ManifestDeletion> {
-        let (repo, digest) = (repo.clone(), digest.clone());
+        let (repo, digest, actor) = (repo.clone(), digest.clone(), actor.clone());
         // None: not found; Some(Err(index)): listed by an index; Some(Ok(())): deleted.
         let outcome: Option<Result<(), String>> = self
             .writer
@@ -578,6 +703,22 @@ impl MetaStore for SqliteMetaStore {
                     .await?;
                     if let Some(p) = parent {
                         return Ok(Some(Err(p.try_get::<String, _>(0)?)));
+                    }
+                    let tags: Vec<String> = sqlx::query("SELECT name FROM tags WHERE manifest_id = $1")
+                        .bind(id)
+                        .fetch_all(&mut *conn)
+                        .await?
+                        .iter()
+                        .map(|r| r.try_get(0))
+                        .collect::<Result<_, _>>()?;
+                    for tag in &tags {
+                        let change = TagChange {
+                            repo_id,
+                            tag,
+                            previous: Some(digest.as_str()),
+                            new: None,
+                        };
+                        record_tag_event(conn, &change, &actor).await?;
                     }
                     for sql in [
                         "DELETE FROM tags WHERE manifest_id = $1",

@@ -141,14 +141,23 @@ pub trait MetaStore: Send + Sync {
     ) -> StoreResult<Option<StoredManifest>>;
     /// The digest a tag points to.
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<Digest>>;
-    /// Removes a tag; false when it did not exist.
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<bool>;
-    /// Removes a manifest and the tags pointing at it, unless an index still lists it.
+    /// Removes a tag, recording it in the tag history; false when it did not exist.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag, actor: &Actor) -> StoreResult<bool>;
+    /// Removes a manifest and the tags pointing at it (recording them in the tag history),
+    /// unless an index still lists it.
     async fn delete_manifest(
         &self,
         repo: &RepoName,
         digest: &Digest,
+        actor: &Actor,
     ) -> StoreResult<ManifestDeletion>;
+    /// A tag's history, newest first, at most `limit` events.
+    async fn tag_history(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        limit: u32,
+    ) -> StoreResult<Vec<TagEvent>>;
     /// Tags after `last` in ASCII order, at most `limit`.
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: u32)
     -> StoreResult<Page>;

@@ -18,6 +18,10 @@ use crate::uploads::{HashState, SessionGuard, UploadTable};
 pub const MAX_TAGS_PER_PUSH: usize = 100;
 /// Largest page of tags or repositories served at once.
 pub const MAX_PAGE: u32 = 1000;
+/// Most tag events read to answer "which digest at time T" (a tag moved more often than
+/// this has its oldest moves out of reach of `--at`).
+pub const MAX_TAG_HISTORY: u32 = 10_000;
+
 /// How many repositories holding a blob are considered for an automatic mount.
 const AUTO_MOUNT_CANDIDATES: u32 = 50;
 
@@ -472,6 +476,7 @@ impl Registry {
         content_type: Option<&str>,
         bytes: Bytes,
         extra_tags: Vec<Tag>,
+        actor: &Actor,
     ) -> Result<PushedManifest> {
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(RegistryError::ManifestTooLarge {
@@ -530,6 +535,7 @@ impl Registry {
             manifest_refs,
             tags: tags.clone(),
             pushed_at: unix_now(),
+            actor: actor.clone(),
         };
         match self.meta.put_manifest(&new).await? {
             Ok(()) => {
@@ -588,14 +594,19 @@ impl Registry {
     }
 
     /// Deletes a tag (by tag) or a manifest and its tags (by digest).
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        actor: &Actor,
+    ) -> Result<()> {
         let deleted = match reference {
             Reference::Tag(t) => {
-                let deleted = self.meta.delete_tag(repo, t).await?;
+                let deleted = self.meta.delete_tag(repo, t, actor).await?;
                 self.cache.tags_changed(repo, std::slice::from_ref(t));
                 deleted
             }
-            Reference::Digest(d) => match self.meta.delete_manifest(repo, d).await? {
+            Reference::Digest(d) => match self.meta.delete_manifest(repo, d, actor).await? {
                 ManifestDeletion::Deleted => {
                     self.cache.manifest_deleted(repo, d);
                     true
@@ -613,6 +624,26 @@ impl Registry {
         } else {
             Err(self.manifest_miss(repo, reference).await)
         }
+    }
+
+    /// A tag's history, newest first (at most `limit` events).
+    pub async fn tag_history(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        limit: u32,
+    ) -> Result<Vec<TagEvent>> {
+        Ok(self.meta.tag_history(repo, tag, limit).await?)
+    }
+
+    /// Which digest `tag` pointed to at `at_ms` (unix milliseconds): `Ok(None)` when the
+    /// tag did not exist then, whether not yet created or deleted.
+    pub async fn tag_at(&self, repo: &RepoName, tag: &Tag, at_ms: i64) -> Result<Option<Digest>> {
+        let history = self.meta.tag_history(repo, tag, MAX_TAG_HISTORY).await?;
+        Ok(history
+            .into_iter()
+            .find(|e| e.at_ms <= at_ms)
+            .and_then(|e| e.new))
     }
 
     async fn manifest_miss(&self, repo: &RepoName, reference: &Reference) -> RegistryError {

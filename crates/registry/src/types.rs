@@ -90,6 +90,34 @@ pub struct NewManifest {
     pub tags: Vec<Tag>,
     /// Unix seconds of the push.
     pub pushed_at: i64,
+    /// Who pushed (recorded in the tag history).
+    pub actor: Actor,
+}
+
+/// Who made a change, for tag history and audit: recorded with the change itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Actor {
+    /// Account name (`None`: anonymous, or open mode).
+    pub account: Option<String>,
+    /// Client address.
+    pub client: Option<String>,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+/// One recorded change of a tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagEvent {
+    /// The tag.
+    pub tag: String,
+    /// Digest before the change (`None`: the tag was created).
+    pub previous: Option<Digest>,
+    /// Digest after the change (`None`: the tag was deleted).
+    pub new: Option<Digest>,
+    /// Who.
+    pub actor: Actor,
+    /// Unix milliseconds.
+    pub at_ms: i64,
 }
 
 /// Why the metadata store refused a manifest.

@@ -22,7 +22,7 @@ pub(crate) fn admin() -> String {
 }
 
 /// berth with credentials required (an `admin` account with a known password).
-fn secured() -> Server {
+pub(crate) fn secured() -> Server {
     let mut s = Server::start_with(&[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
     s.authorization = Some(admin());
     s

@@ -13,4 +13,5 @@ mod fsck;
 mod ratelimit;
 mod smoke;
 mod streaming;
+mod tags;
 mod tls;
