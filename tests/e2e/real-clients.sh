@@ -542,6 +542,29 @@ auth_reader_denied() {
   expect_eq "team/app:v2 after the refused push" "$code" 404
 }
 
+auth_immutable_tag() {
+  echo "$APW" | d login --username admin --password-stdin "$AREG"
+  d pull "$DREPO2:v1"
+  d tag "$DREPO1:v1" "$AREG/imm/app:v1"
+  d tag "$DREPO1:v1" "$AREG/imm/app:latest"
+  dpush "$AREG/imm/app:v1" "$T/imm1.out"
+  dpush "$AREG/imm/app:latest" "$T/imm2.out"
+  admin_api POST /api/v1/immutability-rules '{"repositories":"imm/*","except":["latest"]}'
+  d tag "$DREPO2:v1" "$AREG/imm/app:v1"
+  if d push "$AREG/imm/app:v1" >"$T/immdenied.out" 2>&1; then
+    fail "an immutable tag was overwritten"
+  fi
+  cat "$T/immdenied.out"
+  grep -qi 'denied' "$T/immdenied.out" || fail "docker did not print a denial"
+  grep -q 'immutable' "$T/immdenied.out" || fail "the denial does not say the tag is immutable"
+  local served; served=$(curl -sS -I -u "admin:$APW" \
+    -H 'accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://$AREG/v2/imm/app/manifests/v1" | tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: //p')
+  expect_eq "imm/app:v1 still serves" "$served" "$(get docker_digest)"
+  d tag "$DREPO2:v1" "$AREG/imm/app:latest"
+  dpush "$AREG/imm/app:latest" "$T/imm3.out"
+}
+
 auth_anonymous_public_only() {
   admin_api PUT /api/v1/namespaces/pub '{"visibility":"public"}'
   d logout "$AREG"
@@ -651,6 +674,7 @@ if [ -n "$AREG" ]; then
   check "auth: podman login + push, skopeo copy/inspect with --creds" auth_podman_skopeo
   check "auth: robot account pushes with its secret, is denied outside its grant" auth_robot_push
   check "auth: a reader pulls but its push is denied (docker prints it), nothing changes" auth_reader_denied
+  check "immutable: docker's push over an immutable tag is denied, the tag serves the old digest, latest still moves" auth_immutable_tag
   check "auth: anonymous pull of a public namespace works, of a private one does not" auth_anonymous_public_only
 fi
 

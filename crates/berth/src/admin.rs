@@ -157,6 +157,29 @@ pub enum TokenCommand {
     },
 }
 
+/// `berth immutable …`: tags that may never move to another digest nor be deleted.
+#[derive(clap::Subcommand, Debug)]
+pub enum ImmutableCommand {
+    /// Add a rule: the matching tags of matching repositories become immutable.
+    Add {
+        /// Repository pattern (`team/*` one level, `team/**` any depth, `**` everything).
+        repositories: String,
+        /// Only tags matching these globs (default: all tags), e.g. `--tags 'v*'`.
+        #[arg(long = "tags")]
+        tags: Vec<String>,
+        /// Tags left mutable, e.g. `--except latest --except 'dev-*'`.
+        #[arg(long = "except")]
+        except: Vec<String>,
+    },
+    /// List the rules.
+    List,
+    /// Remove a rule by id.
+    Remove {
+        /// The rule's id (from `berth immutable list`).
+        id: i64,
+    },
+}
+
 /// `berth tag …`.
 #[derive(clap::Subcommand, Debug)]
 pub enum TagCommand {
@@ -522,6 +545,43 @@ pub async fn tag(remote: &Remote, cmd: TagCommand) -> anyhow::Result<ExitCode> {
             );
         }
     });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth immutable …`.
+pub async fn immutable(remote: &Remote, cmd: ImmutableCommand) -> anyhow::Result<ExitCode> {
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    match cmd {
+        ImmutableCommand::Add {
+            repositories,
+            tags,
+            except,
+        } => {
+            let body = json!({ "repositories": repositories, "tags": tags, "except": except });
+            let path = "/api/v1/immutability-rules";
+            let a = c
+                .call(Method::POST, path, Some(RequestBody::Json(body)))
+                .await?;
+            print(remote, &a, |a| {
+                println!("added {}", a["description"].as_str().unwrap_or_default());
+            });
+        }
+        ImmutableCommand::List => {
+            let a = c
+                .call(Method::GET, "/api/v1/immutability-rules", None)
+                .await?;
+            print(remote, &a, |a| {
+                for r in a["rules"].as_array().into_iter().flatten() {
+                    println!("{}", r["description"].as_str().unwrap_or_default());
+                }
+            });
+        }
+        ImmutableCommand::Remove { id } => {
+            let path = format!("/api/v1/immutability-rules/{id}");
+            c.call(Method::DELETE, &path, None).await?;
+            println!("removed immutability rule #{id}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

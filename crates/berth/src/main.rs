@@ -25,7 +25,8 @@ struct Cli {
 
 /// Shown by `berth help`: how the admin commands find their server and credentials.
 const ADMIN_HELP: &str = "\
-The admin commands (login, user, robot, token, namespace, member, tag, htpasswd) call the server's
+The admin commands (login, user, robot, token, namespace, member, immutable, tag,
+htpasswd) call the server's
 admin API at --server (BERTH_SERVER, default http://127.0.0.1:5000) with, first found:
 BERTH_USERNAME + BERTH_PASSWORD, the login stored by `berth login`, or no credentials
 (enough while the server runs open). --json prints the server's answer as JSON.
@@ -38,6 +39,7 @@ Examples:
   berth namespace add team --public
   berth member add team ann writer
   berth htpasswd import /etc/docker/registry/htpasswd
+  berth immutable add 'payments/*' --tags 'v*' --except latest
   berth tag history payments/api latest [--at 2026-11-24T01:40:00Z]";
 
 #[derive(Subcommand, Debug)]
@@ -65,6 +67,9 @@ enum Command {
     /// Manage personal access tokens: add, list, revoke.
     #[command(subcommand)]
     Token(admin::TokenCommand),
+    /// Tag immutability rules: add, list, remove.
+    #[command(subcommand)]
+    Immutable(admin::ImmutableCommand),
     /// Tag history: when a tag moved, who moved it, from which digest to which.
     #[command(subcommand)]
     Tag(admin::TagCommand),
@@ -106,6 +111,7 @@ fn main() -> ExitCode {
             Command::Namespace(cmd) => admin::namespace(&cli.remote, cmd).await,
             Command::Member(cmd) => admin::member(&cli.remote, cmd).await,
             Command::Token(cmd) => admin::token(&cli.remote, cmd).await,
+            Command::Immutable(cmd) => admin::immutable(&cli.remote, cmd).await,
             Command::Tag(cmd) => admin::tag(&cli.remote, cmd).await,
             Command::Htpasswd(cmd) => admin::htpasswd(&cli.remote, cmd).await,
         }

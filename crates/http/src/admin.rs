@@ -13,6 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use berth_oci::ErrorCode;
 use berth_registry::access::{Actions, RepoPattern, RobotGrant, Role, Visibility};
+use berth_registry::immutability::{ImmutabilityRule, TagPattern};
 use berth_registry::service::unix_now;
 use serde::Deserialize;
 use serde_json::json;
@@ -44,6 +45,14 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/htpasswd", post(import_htpasswd))
         .route("/api/v1/tag-history", get(tag_history))
+        .route(
+            "/api/v1/immutability-rules",
+            get(list_immutability_rules).post(add_immutability_rule),
+        )
+        .route(
+            "/api/v1/immutability-rules/{id}",
+            delete(remove_immutability_rule),
+        )
         .route("/api/v1/namespaces", get(list_namespaces))
         .route("/api/v1/namespaces/{ns}", put(set_namespace))
         .route(
@@ -549,4 +558,113 @@ async fn tag_history(State(state): State<AppState>, req: Request) -> ApiResult {
         .collect();
     let body = json!({ "repository": repo.as_str(), "tag": tag.as_str(), "events": events });
     Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+/// Registry admins, and maintainers (or admins) of the namespace a pattern names literally,
+/// may manage the immutability rules of that pattern.
+async fn require_rule_manager(
+    state: &AppState,
+    who: &Admin,
+    pattern: &str,
+) -> Result<(), ApiError> {
+    if who.registry_admin {
+        return Ok(());
+    }
+    let ns = pattern.split('/').next().unwrap_or("");
+    let role = match (
+        ns.contains('*'),
+        state.auth.accounts().get(&who.name).await?,
+    ) {
+        (false, Some(r)) => state.auth.accounts().role_in(ns, r.id).await?,
+        _ => None,
+    };
+    if role.is_some_and(|r| r >= Role::Maintainer) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Denied,
+            format!(
+                "{} may not manage immutability rules for {pattern}: maintainers of its namespace or registry admins may",
+                who.name
+            ),
+        ))
+    }
+}
+
+fn rule_json(r: &ImmutabilityRule) -> serde_json::Value {
+    fn names(v: &[TagPattern]) -> Vec<&str> {
+        v.iter().map(TagPattern::as_str).collect()
+    }
+    json!({
+        "id": r.id,
+        "repositories": r.repositories.as_str(),
+        "tags": names(&r.tags),
+        "except": names(&r.except),
+        "description": r.to_string(),
+    })
+}
+
+async fn list_immutability_rules(State(state): State<AppState>, _who: Admin) -> ApiResult {
+    let rules: Vec<_> = state
+        .registry
+        .immutability_rules()
+        .await?
+        .iter()
+        .map(rule_json)
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "rules": rules }).to_string(),
+    ))
+}
+
+/// `POST /api/v1/immutability-rules` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleBody {
+    repositories: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    except: Vec<String>,
+}
+
+async fn add_immutability_rule(
+    State(state): State<AppState>,
+    who: Admin,
+    JsonBody(b): JsonBody<RuleBody>,
+) -> ApiResult {
+    require_rule_manager(&state, &who, &b.repositories).await?;
+    let patterns = |v: &[String]| -> Result<Vec<TagPattern>, ApiError> {
+        v.iter()
+            .map(|p| TagPattern::parse(p).map_err(bad_request))
+            .collect()
+    };
+    let rule = ImmutabilityRule {
+        id: 0,
+        repositories: RepoPattern::parse(&b.repositories).map_err(bad_request)?,
+        tags: patterns(&b.tags)?,
+        except: patterns(&b.except)?,
+    };
+    let rule = state.registry.add_immutability_rule(rule).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        rule_json(&rule).to_string(),
+    ))
+}
+
+async fn remove_immutability_rule(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    who: Admin,
+) -> ApiResult {
+    let rules = state.registry.immutability_rules().await?;
+    let rule = rules.iter().find(|r| r.id == id).ok_or_else(|| {
+        ApiError::from(berth_registry::RegistryError::NotFound(format!(
+            "no immutability rule #{id}"
+        )))
+    })?;
+    require_rule_manager(&state, &who, rule.repositories.as_str()).await?;
+    state.registry.remove_immutability_rule(id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

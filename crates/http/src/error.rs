@@ -74,6 +74,7 @@ impl From<RegistryError> for ApiError {
                     .with_status(StatusCode::URI_TOO_LONG);
             }
             RegistryError::Unsupported(_) => ErrorCode::Unsupported,
+            RegistryError::Denied(_) => ErrorCode::Denied,
             // Administrative requests (accounts, namespaces): not part of the OCI table, so
             // the status carries the meaning and the code stays generic.
             RegistryError::InvalidArgument(_) => {

@@ -27,6 +27,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "tag events",
         include_str!("../migrations/sqlite/0004_tag_events.sql"),
     ),
+    (
+        5,
+        "immutability rules",
+        include_str!("../migrations/sqlite/0005_immutability_rules.sql"),
+    ),
 ];
 
 /// A migrator for the SQLite schema.

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, RepoName, Tag};
+use berth_registry::access::RepoPattern;
+use berth_registry::immutability::{ImmutabilityRule, TagPattern};
 use berth_registry::ports::StoreResult;
 use berth_registry::service::unix_now;
 use berth_registry::{
@@ -150,6 +152,19 @@ async fn put_manifest_in(
     let repo = repo_id(conn, &m.repo).await?;
     if let Some(refusal) = check_refs(conn, repo, m).await? {
         return Ok(Err(refusal));
+    }
+    for tag in &m.immutable_tags {
+        if let Some(current) = tagged_digest(conn, repo, tag.as_str()).await?
+            && current != m.digest.as_str()
+        {
+            let current = current.parse().map_err(|e| {
+                sqlx::Error::Decode(format!("corrupt digest {current:?}: {e}").into())
+            })?;
+            return Ok(Err(ManifestRefusal::ImmutableTag {
+                tag: tag.clone(),
+                current,
+            }));
+        }
     }
     sqlx::query(
         "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_at)
@@ -625,6 +640,101 @@ impl MetaStore for SqliteMetaStore {
                     };
                     record_tag_event(conn, &change, &actor).await?;
                     Ok(true)
+                })
+            })
+            .await
+    }
+
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> StoreResult<Vec<Tag>> {
+        sqlx::query(
+            "SELECT t.name FROM tags t JOIN manifests m ON m.id = t.manifest_id
+             JOIN repositories r ON r.id = t.repo_id WHERE r.name = $1 AND m.digest = $2
+             ORDER BY t.name",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|r| {
+            let name: String = r.try_get(0).map_err(db_err)?;
+            Tag::parse(&name)
+                .map_err(|_| StorageError::Backend(format!("corrupt tag {name:?} in database")))
+        })
+        .collect()
+    }
+
+    async fn immutability_rules(&self) -> StoreResult<Vec<ImmutabilityRule>> {
+        sqlx::query(
+            "SELECT id, repositories, tags, except_tags FROM immutability_rules ORDER BY id",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|r| {
+            let corrupt = |what: &str, v: &str| {
+                StorageError::Backend(format!("corrupt immutability rule {what} {v:?}"))
+            };
+            let patterns = |v: String| -> StoreResult<Vec<TagPattern>> {
+                v.split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| TagPattern::parse(p).map_err(|_| corrupt("tag pattern", p)))
+                    .collect()
+            };
+            let repos: String = r.try_get(1).map_err(db_err)?;
+            Ok(ImmutabilityRule {
+                id: r.try_get(0).map_err(db_err)?,
+                repositories: RepoPattern::parse(&repos)
+                    .map_err(|_| corrupt("repository pattern", &repos))?,
+                tags: patterns(r.try_get(2).map_err(db_err)?)?,
+                except: patterns(r.try_get(3).map_err(db_err)?)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn add_immutability_rule(&self, rule: &ImmutabilityRule) -> StoreResult<i64> {
+        let join = |v: &[TagPattern]| {
+            v.iter()
+                .map(TagPattern::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let (repos, tags, except) = (
+            rule.repositories.as_str().to_owned(),
+            join(&rule.tags),
+            join(&rule.except),
+        );
+        self.writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO immutability_rules (repositories, tags, except_tags, created_at)
+                         VALUES ($1, $2, $3, $4) RETURNING id",
+                    )
+                    .bind(&repos)
+                    .bind(&tags)
+                    .bind(&except)
+                    .bind(unix_now())
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get(0)
+                })
+            })
+            .await
+    }
+
+    async fn remove_immutability_rule(&self, id: i64) -> StoreResult<bool> {
+        self.writer
+            .write(Durability::Durable, keep, move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query("DELETE FROM immutability_rules WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(done.rows_affected() > 0)
                 })
             })
             .await

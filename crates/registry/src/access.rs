@@ -248,8 +248,8 @@ fn segments_match(pattern: &[&str], name: &[&str]) -> bool {
     }
 }
 
-/// `*` within one segment: matches any run of characters.
-fn glob_segment(p: &[u8], n: &[u8]) -> bool {
+/// `*` matches any run of characters (within one path segment or one tag).
+pub(crate) fn glob_segment(p: &[u8], n: &[u8]) -> bool {
     match p.split_first() {
         None => n.is_empty(),
         Some((b'*', rest)) => (0..=n.len()).any(|i| glob_segment(rest, &n[i..])),

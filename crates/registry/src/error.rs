@@ -58,6 +58,9 @@ pub enum RegistryError {
     /// The operation is refused by design (schema 1, deleting something still in use, …).
     #[error("{0}")]
     Unsupported(String),
+    /// A policy forbids the change (an immutable tag, …); the message names the rule.
+    #[error("{0}")]
+    Denied(String),
     /// An argument of an administrative request is invalid.
     #[error("{0}")]
     InvalidArgument(String),

@@ -9,6 +9,7 @@ pub mod accounts;
 mod cache;
 pub mod error;
 pub mod fsck;
+pub mod immutability;
 pub mod ports;
 pub mod service;
 pub mod types;

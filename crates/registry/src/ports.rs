@@ -14,6 +14,7 @@ use crate::access::{Role, Visibility};
 use crate::accounts::{
     AccessTokenRecord, AccountRecord, NamespaceRecord, NewAccessToken, NewAccount,
 };
+use crate::immutability::ImmutabilityRule;
 use crate::types::*;
 
 /// A stream of bytes: request bodies in, blob contents out. Never collected whole.
@@ -151,6 +152,14 @@ pub trait MetaStore: Send + Sync {
         digest: &Digest,
         actor: &Actor,
     ) -> StoreResult<ManifestDeletion>;
+    /// Tags in `repo` pointing at `digest`.
+    async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> StoreResult<Vec<Tag>>;
+    /// Every immutability rule, oldest first.
+    async fn immutability_rules(&self) -> StoreResult<Vec<ImmutabilityRule>>;
+    /// Records a rule (its `id` is ignored); returns the new id.
+    async fn add_immutability_rule(&self, rule: &ImmutabilityRule) -> StoreResult<i64>;
+    /// Removes a rule; false when there is none with that id.
+    async fn remove_immutability_rule(&self, id: i64) -> StoreResult<bool>;
     /// A tag's history, newest first, at most `limit` events.
     async fn tag_history(
         &self,

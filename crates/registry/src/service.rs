@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 
 use crate::cache::HotCache;
 use crate::error::{RegistryError, Result};
+use crate::immutability::{ImmutabilityRule, protecting};
 use crate::ports::{BlobStore, ByteStream, MetaStore, StorageError};
 use crate::types::*;
 use crate::uploads::{HashState, SessionGuard, UploadTable};
@@ -521,6 +522,12 @@ impl Registry {
         };
         let manifest_refs = parsed.manifests.iter().map(|d| d.digest.clone()).collect();
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let rules = self.meta.immutability_rules().await?;
+        let immutable_tags = tags
+            .iter()
+            .filter(|t| protecting(&rules, repo, t).is_some())
+            .cloned()
+            .collect();
         let new = NewManifest {
             repo: repo.clone(),
             digest: digest.clone(),
@@ -536,6 +543,7 @@ impl Registry {
             tags: tags.clone(),
             pushed_at: unix_now(),
             actor: actor.clone(),
+            immutable_tags,
         };
         match self.meta.put_manifest(&new).await? {
             Ok(()) => {
@@ -547,6 +555,13 @@ impl Registry {
                 })
             }
             Err(ManifestRefusal::Missing(d)) => Err(RegistryError::ManifestBlobUnknown(d)),
+            Err(ManifestRefusal::ImmutableTag { tag, current }) => {
+                let rule = protecting(&rules, repo, &tag)
+                    .map_or_else(|| "an immutability rule".to_owned(), ToString::to_string);
+                Err(RegistryError::Denied(format!(
+                    "tag {tag} of {repo} is immutable ({rule}): it points to {current}; push under a new tag"
+                )))
+            }
             Err(ManifestRefusal::SizeMismatch {
                 digest,
                 declared,
@@ -600,6 +615,19 @@ impl Registry {
         reference: &Reference,
         actor: &Actor,
     ) -> Result<()> {
+        let rules = self.meta.immutability_rules().await?;
+        let protected: Vec<Tag> = match reference {
+            Reference::Tag(t) => vec![t.clone()],
+            Reference::Digest(d) if !rules.is_empty() => self.meta.tags_of(repo, d).await?,
+            Reference::Digest(_) => Vec::new(),
+        };
+        for tag in &protected {
+            if let Some(rule) = protecting(&rules, repo, tag) {
+                return Err(RegistryError::Denied(format!(
+                    "tag {tag} of {repo} is immutable ({rule}) and cannot be deleted"
+                )));
+            }
+        }
         let deleted = match reference {
             Reference::Tag(t) => {
                 let deleted = self.meta.delete_tag(repo, t, actor).await?;
@@ -623,6 +651,31 @@ impl Registry {
             Ok(())
         } else {
             Err(self.manifest_miss(repo, reference).await)
+        }
+    }
+
+    /// Every immutability rule.
+    pub async fn immutability_rules(&self) -> Result<Vec<ImmutabilityRule>> {
+        Ok(self.meta.immutability_rules().await?)
+    }
+
+    /// Adds an immutability rule; returns it with its id.
+    pub async fn add_immutability_rule(
+        &self,
+        mut rule: ImmutabilityRule,
+    ) -> Result<ImmutabilityRule> {
+        rule.id = self.meta.add_immutability_rule(&rule).await?;
+        Ok(rule)
+    }
+
+    /// Removes an immutability rule.
+    pub async fn remove_immutability_rule(&self, id: i64) -> Result<()> {
+        if self.meta.remove_immutability_rule(id).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::NotFound(format!(
+                "no immutability rule #{id}"
+            )))
         }
     }
 

@@ -92,6 +92,9 @@ pub struct NewManifest {
     pub pushed_at: i64,
     /// Who pushed (recorded in the tag history).
     pub actor: Actor,
+    /// Tags an immutability rule protects: refused (inside the transaction) if they
+    /// already point to another digest.
+    pub immutable_tags: Vec<Tag>,
 }
 
 /// Who made a change, for tag history and audit: recorded with the change itself.
@@ -125,6 +128,13 @@ pub struct TagEvent {
 pub enum ManifestRefusal {
     /// A referenced blob or child manifest is missing from the repository.
     Missing(Digest),
+    /// An immutable tag already points to another digest.
+    ImmutableTag {
+        /// The tag.
+        tag: Tag,
+        /// Where it points.
+        current: Digest,
+    },
     /// A referenced blob exists but its size differs from the descriptor's.
     SizeMismatch {
         /// The blob.

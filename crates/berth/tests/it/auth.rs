@@ -21,6 +21,24 @@ pub(crate) fn admin() -> String {
     basic("admin", ADMIN_PASSWORD)
 }
 
+/// Runs the `berth` CLI against `s` as the admin (BERTH_USERNAME/BERTH_PASSWORD);
+/// returns whether it succeeded, its standard output and its standard error.
+pub(crate) fn admin_cli(s: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BERTH)
+        .args(args)
+        .env("BERTH_SERVER", &s.base)
+        .env("BERTH_USERNAME", "admin")
+        .env("BERTH_PASSWORD", ADMIN_PASSWORD)
+        .env("BERTH_LOGIN_FILE", "/nonexistent/berth-login.json")
+        .output()
+        .expect("run berth");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// berth with credentials required (an `admin` account with a known password).
 pub(crate) fn secured() -> Server {
     let mut s = Server::start_with(&[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]);

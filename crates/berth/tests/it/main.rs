@@ -10,6 +10,7 @@ mod config;
 mod conformance;
 mod crash;
 mod fsck;
+mod immutable;
 mod ratelimit;
 mod smoke;
 mod streaming;

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::auth::{ADMIN_PASSWORD, secured};
+use crate::auth::{admin_cli, secured};
 use crate::harness::*;
 
 async fn history(s: &Server, query: &str) -> Value {
@@ -148,16 +148,9 @@ async fn the_cli_shows_history_and_answers_at() {
     pause().await;
     let (b, _) = s.push_image("team/app", "latest", b"new").await;
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(BERTH)
-            .args(args)
-            .env("BERTH_SERVER", &s.base)
-            .env("BERTH_USERNAME", "admin")
-            .env("BERTH_PASSWORD", ADMIN_PASSWORD)
-            .env("BERTH_LOGIN_FILE", "/nonexistent/berth-login.json")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
+        let (ok, out, err) = admin_cli(&s, args);
+        assert!(ok, "{err}");
+        out
     };
     let out = run(&["tag", "history", "team/app", "latest"]);
     let lines: Vec<&str> = out.lines().collect();
