@@ -193,6 +193,23 @@ pub enum TagCommand {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Move a tag back: to a digest, or to the one before its latest change.
+    Restore {
+        /// Repository.
+        repository: String,
+        /// Tag.
+        tag: String,
+        /// The digest to move the tag to.
+        #[arg(
+            long,
+            conflicts_with = "previous",
+            required_unless_present = "previous"
+        )]
+        to: Option<String>,
+        /// The digest the tag pointed to before its latest change.
+        #[arg(long)]
+        previous: bool,
+    },
 }
 
 /// `berth htpasswd …`.
@@ -490,12 +507,34 @@ pub async fn token(remote: &Remote, cmd: TokenCommand) -> anyhow::Result<ExitCod
 
 /// `berth tag …`.
 pub async fn tag(remote: &Remote, cmd: TagCommand) -> anyhow::Result<ExitCode> {
-    let TagCommand::History {
-        repository,
-        tag,
-        at,
-    } = cmd;
     let c = AdminClient::connect(remote.server.as_deref()).await?;
+    let (repository, tag, at) = match cmd {
+        TagCommand::History {
+            repository,
+            tag,
+            at,
+        } => (repository, tag, at),
+        TagCommand::Restore {
+            repository,
+            tag,
+            to,
+            previous,
+        } => {
+            let body =
+                json!({"repository": repository, "tag": tag, "to": to, "previous": previous});
+            let path = "/api/v1/tag-restore";
+            let a = c
+                .call(Method::POST, path, Some(RequestBody::Json(body)))
+                .await?;
+            print(remote, &a, |a| {
+                println!(
+                    "{repository}:{tag} now points to {}",
+                    a["digest"].as_str().unwrap_or_default()
+                );
+            });
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let mut query: Vec<(&str, &str)> = vec![("repository", &repository), ("tag", &tag)];
     if let Some(at) = &at {
         query.push(("at", at));

@@ -40,7 +40,8 @@ Examples:
   berth member add team ann writer
   berth htpasswd import /etc/docker/registry/htpasswd
   berth immutable add 'payments/*' --tags 'v*' --except latest
-  berth tag history payments/api latest [--at 2026-11-24T01:40:00Z]";
+  berth tag history payments/api latest [--at 2026-11-24T01:40:00Z]
+  berth tag restore payments/api latest --previous";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -70,7 +71,7 @@ enum Command {
     /// Tag immutability rules: add, list, remove.
     #[command(subcommand)]
     Immutable(admin::ImmutableCommand),
-    /// Tag history: when a tag moved, who moved it, from which digest to which.
+    /// Tag history (when a tag moved, who moved it, from which digest to which) and restore.
     #[command(subcommand)]
     Tag(admin::TagCommand),
     /// Import accounts from an htpasswd file.

@@ -45,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/htpasswd", post(import_htpasswd))
         .route("/api/v1/tag-history", get(tag_history))
+        .route("/api/v1/tag-restore", post(tag_restore))
         .route(
             "/api/v1/immutability-rules",
             get(list_immutability_rules).post(add_immutability_rule),
@@ -667,4 +668,48 @@ async fn remove_immutability_rule(
     require_rule_manager(&state, &who, rule.repositories.as_str()).await?;
     state.registry.remove_immutability_rule(id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/v1/tag-restore` body: `to` a digest, or `previous: true`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    repository: String,
+    tag: String,
+    to: Option<String>,
+    #[serde(default)]
+    previous: bool,
+}
+
+/// Moves a tag back (needs push on the repository, as any tag move does).
+async fn tag_restore(State(state): State<AppState>, req: Request) -> ApiResult {
+    use berth_oci::{Digest, RepoName, Tag};
+    use berth_registry::{RegistryError, RestoreTarget};
+    let (parts, body) = req.into_parts();
+    let b: RestoreBody = json_body(body).await?;
+    let repo = RepoName::parse(&b.repository).map_err(RegistryError::from)?;
+    let tag = Tag::parse(&b.tag).map_err(RegistryError::from)?;
+    let target = match (b.to.as_deref(), b.previous) {
+        (Some(d), false) => RestoreTarget::Digest(
+            d.parse::<Digest>()
+                .map_err(|e| RegistryError::DigestInvalid(e.to_string()))?,
+        ),
+        (None, true) => RestoreTarget::Previous,
+        _ => {
+            return Err(bad_request(
+                "give exactly one of `to` (a digest) and `previous`",
+            ));
+        }
+    };
+    let caller = state.auth.caller(&parts).await?;
+    let need = crate::auth::Required::Repo(repo.clone(), berth_registry::access::Action::Push);
+    state.auth.authorize(&caller, &need, &parts).await?;
+    let actor = state.auth.actor(&caller, &parts);
+    let digest = state
+        .registry
+        .restore_tag(&repo, &tag, target, &actor)
+        .await?;
+    let body =
+        json!({ "repository": repo.as_str(), "tag": tag.as_str(), "digest": digest.to_string() });
+    Ok(json_response(StatusCode::OK, body.to_string()))
 }

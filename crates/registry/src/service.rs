@@ -654,6 +654,59 @@ impl Registry {
         }
     }
 
+    /// Moves `tag` back to an earlier digest in one step, recorded in the tag history like
+    /// any other move (and refused by immutability rules like any other move). Returns the
+    /// digest the tag now points to.
+    pub async fn restore_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        target: RestoreTarget,
+        actor: &Actor,
+    ) -> Result<Digest> {
+        let digest = match target {
+            RestoreTarget::Digest(d) => d,
+            RestoreTarget::Previous => self.previous_digest(repo, tag).await?,
+        };
+        let stored = self
+            .meta
+            .get_manifest(repo, &digest)
+            .await?
+            .ok_or_else(|| {
+                RegistryError::ManifestUnknown(format!(
+                    "{digest} (it is no longer in {repo}, so {tag} cannot be restored to it)"
+                ))
+            })?;
+        let pushed = self
+            .put_manifest(
+                repo,
+                &Reference::Tag(tag.clone()),
+                Some(&stored.media_type),
+                stored.bytes,
+                Vec::new(),
+                actor,
+            )
+            .await?;
+        Ok(pushed.digest)
+    }
+
+    /// The digest `tag` pointed to before its current one (or before it was deleted).
+    async fn previous_digest(&self, repo: &RepoName, tag: &Tag) -> Result<Digest> {
+        let history = self.meta.tag_history(repo, tag, MAX_TAG_HISTORY).await?;
+        let Some(latest) = history.first() else {
+            return Err(RegistryError::NotFound(format!(
+                "{repo}:{tag} has no history to restore from"
+            )));
+        };
+        // The latest event's `previous` is what a deleted tag pointed to, or what a live
+        // one pointed to before it moved to its current digest.
+        latest.previous.clone().ok_or_else(|| {
+            RegistryError::NotFound(format!(
+                "{repo}:{tag} has no previous digest (it was created with its current one)"
+            ))
+        })
+    }
+
     /// Every immutability rule.
     pub async fn immutability_rules(&self) -> Result<Vec<ImmutabilityRule>> {
         Ok(self.meta.immutability_rules().await?)

@@ -108,6 +108,15 @@ pub struct Actor {
     pub user_agent: Option<String>,
 }
 
+/// Where `Registry::restore_tag` moves a tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreTarget {
+    /// A given digest (a manifest still in the repository).
+    Digest(Digest),
+    /// The digest the tag pointed to before its latest change.
+    Previous,
+}
+
 /// One recorded change of a tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TagEvent {

@@ -180,3 +180,48 @@ async fn the_cli_shows_history_and_answers_at() {
     let out = run(&["tag", "history", "team/app", "latest", "--at", &at]);
     assert!(out.contains(&format!("pointed to {a}")), "{out}");
 }
+
+#[tokio::test]
+async fn restore_moves_a_tag_back_and_records_it() {
+    let s = secured();
+    let (a, _) = s.push_image("team/app", "latest", b"good").await;
+    pause().await;
+    let (b, _) = s.push_image("team/app", "latest", b"bad").await;
+    pause().await;
+    let (ok, out, err) = admin_cli(&s, &["tag", "restore", "team/app", "latest", "--previous"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("now points to {a}")), "{out}");
+    let h = history(&s, "repository=team/app&tag=latest").await;
+    let newest = &h["events"][0];
+    assert_eq!(newest["previous"], b.as_str());
+    assert_eq!(newest["new"], a.as_str());
+    assert_eq!(newest["account"], "admin", "recorded like any move");
+    let (ok, _, err) = admin_cli(&s, &["tag", "restore", "team/app", "latest", "--to", &b]);
+    assert!(ok, "{err}");
+    let h = history(&s, "repository=team/app&tag=latest&at=2100-01-01T00:00:00Z").await;
+    assert_eq!(h["digest"], b.as_str());
+}
+
+#[tokio::test]
+async fn restore_is_refused_for_a_deleted_manifest_and_by_immutability() {
+    let s = secured();
+    let (a, _) = s.push_image("team/app", "v1", b"first").await;
+    pause().await;
+    s.push_image("team/app", "v1", b"second").await;
+    let res = s
+        .req(Method::DELETE, &format!("/v2/team/app/manifests/{a}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let (ok, _, err) = admin_cli(&s, &["tag", "restore", "team/app", "v1", "--previous"]);
+    assert!(!ok && err.contains("no longer in team/app"), "{err}");
+
+    let (c, _) = s.push_image("team/app", "v2", b"third").await;
+    pause().await;
+    s.push_image("team/app", "v2", b"fourth").await;
+    let (ok, _, err) = admin_cli(&s, &["immutable", "add", "team/*", "--tags", "v*"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = admin_cli(&s, &["tag", "restore", "team/app", "v2", "--to", &c]);
+    assert!(!ok && err.contains("immutable"), "{err}");
+}
