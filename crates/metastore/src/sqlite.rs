@@ -744,15 +744,18 @@ impl MetaStore for SqliteMetaStore {
         &self,
         repo: &RepoName,
         tag: &Tag,
+        until_ms: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<TagEvent>> {
         let rows = sqlx::query(
             "SELECT e.tag, e.previous_digest, e.new_digest, e.account, e.client, e.user_agent, e.at_ms
              FROM tag_events e JOIN repositories r ON r.id = e.repo_id
-             WHERE r.name = $1 AND e.tag = $2 ORDER BY e.at_ms DESC, e.id DESC LIMIT $3",
+             WHERE r.name = $1 AND e.tag = $2 AND e.at_ms <= $3
+             ORDER BY e.at_ms DESC, e.id DESC LIMIT $4",
         )
         .bind(repo.as_str())
         .bind(tag.as_str())
+        .bind(until_ms.unwrap_or(i64::MAX))
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await

@@ -160,11 +160,13 @@ pub trait MetaStore: Send + Sync {
     async fn add_immutability_rule(&self, rule: &ImmutabilityRule) -> StoreResult<i64>;
     /// Removes a rule; false when there is none with that id.
     async fn remove_immutability_rule(&self, id: i64) -> StoreResult<bool>;
-    /// A tag's history, newest first, at most `limit` events.
+    /// A tag's history, newest first, at most `limit` events, only those at or before
+    /// `until_ms` (unix milliseconds) when given.
     async fn tag_history(
         &self,
         repo: &RepoName,
         tag: &Tag,
+        until_ms: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<TagEvent>>;
     /// Tags after `last` in ASCII order, at most `limit`.

@@ -19,10 +19,6 @@ use crate::uploads::{HashState, SessionGuard, UploadTable};
 pub const MAX_TAGS_PER_PUSH: usize = 100;
 /// Largest page of tags or repositories served at once.
 pub const MAX_PAGE: u32 = 1000;
-/// Most tag events read to answer "which digest at time T" (a tag moved more often than
-/// this has its oldest moves out of reach of `--at`).
-pub const MAX_TAG_HISTORY: u32 = 10_000;
-
 /// How many repositories holding a blob are considered for an automatic mount.
 const AUTO_MOUNT_CANDIDATES: u32 = 50;
 
@@ -692,7 +688,7 @@ impl Registry {
 
     /// The digest `tag` pointed to before its current one (or before it was deleted).
     async fn previous_digest(&self, repo: &RepoName, tag: &Tag) -> Result<Digest> {
-        let history = self.meta.tag_history(repo, tag, MAX_TAG_HISTORY).await?;
+        let history = self.meta.tag_history(repo, tag, None, 1).await?;
         let Some(latest) = history.first() else {
             return Err(RegistryError::NotFound(format!(
                 "{repo}:{tag} has no history to restore from"
@@ -739,17 +735,14 @@ impl Registry {
         tag: &Tag,
         limit: u32,
     ) -> Result<Vec<TagEvent>> {
-        Ok(self.meta.tag_history(repo, tag, limit).await?)
+        Ok(self.meta.tag_history(repo, tag, None, limit).await?)
     }
 
     /// Which digest `tag` pointed to at `at_ms` (unix milliseconds): `Ok(None)` when the
     /// tag did not exist then, whether not yet created or deleted.
     pub async fn tag_at(&self, repo: &RepoName, tag: &Tag, at_ms: i64) -> Result<Option<Digest>> {
-        let history = self.meta.tag_history(repo, tag, MAX_TAG_HISTORY).await?;
-        Ok(history
-            .into_iter()
-            .find(|e| e.at_ms <= at_ms)
-            .and_then(|e| e.new))
+        let latest = self.meta.tag_history(repo, tag, Some(at_ms), 1).await?;
+        Ok(latest.into_iter().next().and_then(|e| e.new))
     }
 
     async fn manifest_miss(&self, repo: &RepoName, reference: &Reference) -> RegistryError {
