@@ -153,19 +153,6 @@ async fn put_manifest_in(
     if let Some(refusal) = check_refs(conn, repo, m).await? {
         return Ok(Err(refusal));
     }
-    for tag in &m.immutable_tags {
-        if let Some(current) = tagged_digest(conn, repo, tag.as_str()).await?
-            && current != m.digest.as_str()
-        {
-            let current = current.parse().map_err(|e| {
-                sqlx::Error::Decode(format!("corrupt digest {current:?}: {e}").into())
-            })?;
-            return Ok(Err(ManifestRefusal::ImmutableTag {
-                tag: tag.clone(),
-                current,
-            }));
-        }
-    }
     sqlx::query(
         "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, digest) DO NOTHING",
@@ -201,9 +188,22 @@ async fn put_manifest_in(
             .execute(&mut *conn)
             .await?;
     }
+    // A refusal returned from this loop rolls the whole write back (the writer commits
+    // only `Ok(Ok(()))`), so tags written before it do not stay.
     for tag in &m.tags {
         let previous = tagged_digest(conn, repo, tag.as_str()).await?;
         if previous.as_deref() != Some(m.digest.as_str()) {
+            if let Some(current) = &previous
+                && m.immutable_tags.contains(tag)
+            {
+                let current = current.parse().map_err(|e| {
+                    sqlx::Error::Decode(format!("corrupt digest {current:?}: {e}").into())
+                })?;
+                return Ok(Err(ManifestRefusal::ImmutableTag {
+                    tag: tag.clone(),
+                    current,
+                }));
+            }
             let change = TagChange {
                 repo_id: repo,
                 tag: tag.as_str(),
