@@ -961,4 +961,61 @@ mod tests {
             "catalog pages must not sort: {repos}"
         );
     }
+
+    fn manifest(repo: &RepoName, body: &str, tags: &[&Tag], immutable: &[&Tag]) -> NewManifest {
+        NewManifest {
+            repo: repo.clone(),
+            digest: Digest::of(Algorithm::Sha256, body.as_bytes()),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            bytes: body.as_bytes().to_vec().into(),
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            blob_refs: Vec::new(),
+            manifest_refs: Vec::new(),
+            tags: tags.iter().map(|&t| t.clone()).collect(),
+            pushed_at: 1,
+            actor: Actor::default(),
+            immutable_tags: immutable.iter().map(|&t| t.clone()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_immutable_tag_leaves_the_other_tags_of_the_push_unmoved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMetaStore::open(&dir.path().join("meta.db"))
+            .await
+            .unwrap();
+        let repo = RepoName::parse("app").unwrap();
+        let (latest, v1) = (Tag::parse("latest").unwrap(), Tag::parse("v1").unwrap());
+        let first = manifest(&repo, "{\"a\":1}", &[&latest, &v1], &[]);
+        store.put_manifest(&first).await.unwrap().unwrap();
+        // `latest` is written before `v1` is found protected: both must stay.
+        let second = manifest(&repo, "{\"a\":2}", &[&latest, &v1], &[&v1]);
+        let refusal = store.put_manifest(&second).await.unwrap().unwrap_err();
+        assert_eq!(
+            refusal,
+            ManifestRefusal::ImmutableTag {
+                tag: v1.clone(),
+                current: first.digest.clone()
+            }
+        );
+        for tag in [&latest, &v1] {
+            assert_eq!(
+                store.resolve_tag(&repo, tag).await.unwrap(),
+                Some(first.digest.clone())
+            );
+            assert_eq!(
+                store.tag_history(&repo, tag, None, 10).await.unwrap().len(),
+                1
+            );
+        }
+        assert!(
+            store
+                .get_manifest(&repo, &second.digest)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
 }
