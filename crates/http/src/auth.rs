@@ -58,6 +58,14 @@ pub enum Required {
     Repo(RepoName, Action),
 }
 
+/// Whose view of the catalog a listing is filtered by.
+pub enum Lister {
+    /// Open mode: every repository is visible.
+    Everything,
+    /// Repositories this principal may pull.
+    Principal(Principal),
+}
+
 /// The caller of one request, once identified.
 #[derive(Clone, Debug)]
 pub enum Caller {
@@ -341,18 +349,27 @@ impl Auth {
     }
 
     /// Whether the caller may see `repo` in the catalog (pull access).
-    pub async fn can_list(&self, caller: &Caller, repo: &RepoName) -> Result<bool, ApiError> {
-        let principal = match caller {
-            Caller::Open => return Ok(true),
-            Caller::Account(a) => Principal::Account(a.clone()),
-            Caller::Anonymous => Principal::Anonymous,
-            Caller::Token(claims) => self.principal_named(&claims.sub).await?,
+    pub async fn can_list(&self, lister: &Lister, repo: &RepoName) -> Result<bool, ApiError> {
+        let principal = match lister {
+            Lister::Everything => return Ok(true),
+            Lister::Principal(p) => p,
         };
         Ok(self
             .accounts
-            .allowed(&principal, repo)
+            .allowed(principal, repo)
             .await?
             .contains(Actions::PULL))
+    }
+
+    /// Who is listing, resolved once for a whole catalog page (a token's subject is looked
+    /// up in the account store, which should not happen per repository).
+    pub async fn lister(&self, caller: &Caller) -> Result<Lister, ApiError> {
+        Ok(Lister::Principal(match caller {
+            Caller::Open => return Ok(Lister::Everything),
+            Caller::Account(a) => Principal::Account(a.clone()),
+            Caller::Anonymous => Principal::Anonymous,
+            Caller::Token(claims) => self.principal_named(&claims.sub).await?,
+        }))
     }
 
     /// The principal a token subject names (anonymous when empty or no longer active).

@@ -68,10 +68,11 @@ pub(crate) async fn catalog(
 ) -> ApiResult {
     let (n, last) = paging(&Query::of(req))?;
     let page = reg.catalog(last.as_deref(), n).await?;
+    let lister = auth.lister(caller).await?;
     let mut visible = Vec::with_capacity(page.items.len());
     for name in &page.items {
         if let Ok(repo) = RepoName::parse(name)
-            && auth.can_list(caller, &repo).await?
+            && auth.can_list(&lister, &repo).await?
         {
             visible.push(name.as_str());
         }
