@@ -127,20 +127,35 @@ fn require_registry_admin(who: &Admin) -> Result<(), ApiError> {
 
 /// Registry admins, and admins of `ns`, may change a namespace.
 async fn require_namespace_admin(state: &AppState, who: &Admin, ns: &str) -> Result<(), ApiError> {
+    require_role(state, who, ns, Role::Admin, || {
+        format!("{} is not an admin of namespace {ns}", who.name)
+    })
+    .await
+}
+
+/// Passes registry admins, and accounts holding at least `least` in namespace `ns` (a
+/// wildcard namespace is held by registry admins only); otherwise DENIED with `denial()`.
+async fn require_role(
+    state: &AppState,
+    who: &Admin,
+    ns: &str,
+    least: Role,
+    denial: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
     if who.registry_admin {
         return Ok(());
     }
-    let role = match state.auth.accounts().get(&who.name).await? {
-        Some(r) => state.auth.accounts().role_in(ns, r.id).await?,
-        None => None,
+    let role = match (
+        ns.contains('*'),
+        state.auth.accounts().get(&who.name).await?,
+    ) {
+        (false, Some(r)) => state.auth.accounts().role_in(ns, r.id).await?,
+        _ => None,
     };
-    if role == Some(Role::Admin) {
+    if role.is_some_and(|r| r >= least) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            ErrorCode::Denied,
-            format!("{} is not an admin of namespace {ns}", who.name),
-        ))
+        Err(ApiError::new(ErrorCode::Denied, denial()))
     }
 }
 
@@ -568,28 +583,14 @@ async fn require_rule_manager(
     who: &Admin,
     pattern: &str,
 ) -> Result<(), ApiError> {
-    if who.registry_admin {
-        return Ok(());
-    }
     let ns = pattern.split('/').next().unwrap_or("");
-    let role = match (
-        ns.contains('*'),
-        state.auth.accounts().get(&who.name).await?,
-    ) {
-        (false, Some(r)) => state.auth.accounts().role_in(ns, r.id).await?,
-        _ => None,
-    };
-    if role.is_some_and(|r| r >= Role::Maintainer) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::Denied,
-            format!(
-                "{} may not manage immutability rules for {pattern}: maintainers of its namespace or registry admins may",
-                who.name
-            ),
-        ))
-    }
+    require_role(state, who, ns, Role::Maintainer, || {
+        format!(
+            "{} may not manage immutability rules for {pattern}: maintainers of its namespace or registry admins may",
+            who.name
+        )
+    })
+    .await
 }
 
 fn rule_json(r: &ImmutabilityRule) -> serde_json::Value {
