@@ -528,7 +528,8 @@ pub fn token_actions(claims: &TokenClaims, repo: &RepoName) -> Actions {
         .collect()
 }
 
-fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+/// The credentials after an `Authorization` scheme (`Basic`, `Bearer`; any case).
+pub(crate) fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     let (s, rest) = value.split_once(' ')?;
     s.eq_ignore_ascii_case(scheme).then_some(rest)
 }

@@ -10,7 +10,7 @@ use berth_oci::{ErrorCode, RepoName};
 use berth_registry::access::{Actions, Principal};
 use serde_json::json;
 
-use crate::auth::{Auth, Caller, decode_basic};
+use crate::auth::{Auth, Caller, decode_basic, strip_scheme};
 use crate::error::{ApiError, ApiResult};
 use crate::query::Query;
 use crate::token::{AccessEntry, TokenGrant};
@@ -28,10 +28,8 @@ pub(crate) async fn get(auth: &Auth, parts: &Parts) -> ApiResult {
         None => Principal::Anonymous,
         Some(v) => {
             let v = v.to_str().unwrap_or("");
-            let encoded = v
-                .split_once(' ')
-                .filter(|(s, _)| s.eq_ignore_ascii_case("basic"))
-                .map(|(_, rest)| rest.trim())
+            let encoded = strip_scheme(v, "basic")
+                .map(str::trim)
                 .ok_or_else(|| bad_login("the token endpoint takes Basic credentials"))?;
             let (user, password) =
                 decode_basic(encoded).ok_or_else(|| bad_login("malformed Basic credentials"))?;
