@@ -541,10 +541,7 @@ async fn tag_history(State(state): State<AppState>, req: Request) -> ApiResult {
                 "at={at:?} is not an RFC 3339 time ({e}), e.g. 2026-11-24T01:40:00Z"
             ))
         })?;
-        let at_ms = when
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let at_ms = berth_registry::service::unix_ms(when);
         let digest = state.registry.tag_at(&repo, &tag, at_ms).await?;
         let body = json!({
             "repository": repo.as_str(),

@@ -13,7 +13,7 @@ use berth_oci::{Algorithm, Digest, RepoName, Tag};
 use berth_registry::access::RepoPattern;
 use berth_registry::immutability::{ImmutabilityRule, TagPattern};
 use berth_registry::ports::StoreResult;
-use berth_registry::service::unix_now;
+use berth_registry::service::{unix_now, unix_now_ms};
 use berth_registry::{
     Actor, BlobUnlink, ManifestDeletion, ManifestRefusal, MetaStore, NewManifest, Page, Referrer,
     StorageError, StoredManifest, TagEvent, UploadId, UploadSession,
@@ -274,14 +274,6 @@ async fn record_tag_event(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// Milliseconds since the Unix epoch.
-fn unix_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// `keep` for writes whose every result should be committed.

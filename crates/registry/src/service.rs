@@ -84,6 +84,18 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// `t` in unix milliseconds (0 before 1970): the clock of tag history, pulls and audit.
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Current time in unix milliseconds.
+pub fn unix_now_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}
+
 impl Registry {
     /// Builds a registry over the given stores.
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>) -> Self {
