@@ -602,13 +602,7 @@ async fn admin_api_refuses_non_admins() {
     assert_eq!(res.status(), 401);
     let res = api(&s, Method::GET, "/api/v1/accounts", &admin(), json!({})).await;
     let body: Value = res.json().await.unwrap();
-    let names: Vec<&str> = body["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["admin", "ann"]);
+    assert_eq!(account_names(&body), ["admin", "ann"]);
 }
 
 #[tokio::test]

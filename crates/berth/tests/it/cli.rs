@@ -83,13 +83,7 @@ async fn an_operator_session_with_the_admin_cli() {
     let (ok, out) = run(&["user", "list", "--json"], "");
     assert!(ok, "{out}");
     let listed: Value = serde_json::from_str(&out).unwrap();
-    let names: Vec<&str> = listed["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["admin", "ann"]);
+    assert_eq!(account_names(&listed), ["admin", "ann"]);
 
     assert!(run(&["namespace", "add", "team"], "").0);
     let (ok, out) = run(&["member", "add", "team", "ann", "writer"], "");

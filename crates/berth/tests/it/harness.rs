@@ -294,3 +294,13 @@ pub fn fsck(data: &Path, repair: bool) -> (i32, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// The `name` of each account in an `/api/v1/accounts` answer, in order.
+pub fn account_names(body: &serde_json::Value) -> Vec<&str> {
+    body["accounts"]
+        .as_array()
+        .expect("an accounts array")
+        .iter()
+        .map(|a| a["name"].as_str().expect("an account name"))
+        .collect()
+}
