@@ -1,5 +1,6 @@
 //! The admin commands (`berth login`, `berth user …`, `berth robot …`, `berth namespace …`,
-//! `berth member …`, `berth htpasswd import`): clients of the server's `/api/v1`.
+//! `berth member …`, `berth htpasswd import`, `berth tag …`, `berth audit`,
+//! `berth webhook …`): clients of the server's `/api/v1`.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -209,6 +210,85 @@ pub enum TagCommand {
         /// The digest the tag pointed to before its latest change.
         #[arg(long)]
         previous: bool,
+    },
+    /// Which digests of the tag were pulled, by which clients (newest pull first).
+    Pulls {
+        /// Repository, e.g. `payments/api`.
+        repository: String,
+        /// Tag, e.g. `latest`.
+        tag: String,
+        /// How far back: a duration (`30m`, `2h`, `7d`) or an RFC 3339 time.
+        #[arg(long, default_value = "24h")]
+        since: String,
+    },
+}
+
+/// `berth audit`: the event log (pushes, pulls, deletes, tag changes, denials, failed
+/// logins), newest first.
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    /// Only events at or after this: a duration back (`30m`, `2h`, `7d`) or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events at or before this: an RFC 3339 time or a duration back (`1h`).
+    #[arg(long)]
+    until: Option<String>,
+    /// Only events in this namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Only events of this repository.
+    #[arg(long)]
+    repository: Option<String>,
+    /// Only events by this account.
+    #[arg(long)]
+    account: Option<String>,
+    /// Only these kinds (repeatable): push, pull, delete, tag.created, tag.overwritten,
+    /// tag.deleted, policy.denied, login.failed.
+    #[arg(long = "kind", value_name = "KIND")]
+    kinds: Vec<String>,
+    /// At most this many events (the server caps it).
+    #[arg(long)]
+    limit: Option<u32>,
+    /// Only events older than this event id (the next page).
+    #[arg(long)]
+    before: Option<i64>,
+}
+
+/// `berth webhook …`: HTTP notifications of events, signed, retried until delivered.
+#[derive(clap::Subcommand, Debug)]
+pub enum WebhookCommand {
+    /// Add a webhook; prints its signing secret once.
+    Add {
+        /// Receiver URL (http or https).
+        url: String,
+        /// Only events in this namespace (default: all namespaces).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only these kinds (repeatable; default: all): push, pull, delete, tag.created,
+        /// tag.overwritten, tag.deleted, policy.denied, login.failed.
+        #[arg(long = "event", value_name = "KIND")]
+        events: Vec<String>,
+        /// Payload format: berth's own, or CNCF Distribution's notification envelope.
+        #[arg(long, default_value = "berth", value_parser = ["berth", "distribution"])]
+        format: String,
+        /// The signing secret, at least 16 bytes (default: the server generates one).
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// List webhooks with their delivery state.
+    List,
+    /// Remove a webhook by id.
+    Remove {
+        /// The webhook's id (from `berth webhook list`).
+        id: i64,
+    },
+    /// The latest delivery attempts of a webhook (newest first).
+    Deliveries {
+        /// The webhook's id (from `berth webhook list`).
+        id: i64,
+        /// At most this many attempts (the server caps it).
+        #[arg(long)]
+        limit: Option<u32>,
     },
 }
 
@@ -534,19 +614,28 @@ pub async fn tag(remote: &Remote, cmd: TagCommand) -> anyhow::Result<ExitCode> {
             });
             return Ok(ExitCode::SUCCESS);
         }
+        TagCommand::Pulls {
+            repository,
+            tag,
+            since,
+        } => {
+            let query = [
+                ("repository", repository.as_str()),
+                ("tag", tag.as_str()),
+                ("since", since.as_str()),
+            ];
+            let a = c
+                .call(Method::GET, &with_query("/api/v1/tag-pulls", &query), None)
+                .await?;
+            print(remote, &a, print_tag_pulls);
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let mut query: Vec<(&str, &str)> = vec![("repository", &repository), ("tag", &tag)];
     if let Some(at) = &at {
         query.push(("at", at));
     }
-    let path = format!(
-        "/api/v1/tag-history?{}",
-        query
-            .iter()
-            .map(|(k, v)| format!("{k}={}", urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&")
-    );
+    let path = with_query("/api/v1/tag-history", &query);
     let a = c.call(Method::GET, &path, None).await?;
     print(remote, &a, |a| {
         if at.is_some() {
@@ -622,6 +711,365 @@ pub async fn immutable(remote: &Remote, cmd: ImmutableCommand) -> anyhow::Result
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `berth audit`.
+pub async fn audit(remote: &Remote, args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    let limit = args.limit.map(|l| l.to_string());
+    let before = args.before.map(|b| b.to_string());
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    for (key, value) in [
+        ("since", &args.since),
+        ("until", &args.until),
+        ("namespace", &args.namespace),
+        ("repository", &args.repository),
+        ("account", &args.account),
+    ] {
+        if let Some(v) = value {
+            query.push((key, v.as_str()));
+        }
+    }
+    query.extend(args.kinds.iter().map(|k| ("kind", k.as_str())));
+    query.extend(limit.iter().map(|l| ("limit", l.as_str())));
+    query.extend(before.iter().map(|b| ("before", b.as_str())));
+    let a = c
+        .call(Method::GET, &with_query("/api/v1/audit", &query), None)
+        .await?;
+    print(remote, &a, |a| {
+        let rows: Vec<Vec<String>> = a["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(audit_row)
+            .collect();
+        if rows.is_empty() {
+            println!("no events");
+        }
+        print_rows(&without_empty_columns(rows));
+        if let Some(next) = a["next_before"].as_i64() {
+            println!("more: {}", audit_command(&args, next));
+        }
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth webhook …`.
+pub async fn webhook(remote: &Remote, cmd: WebhookCommand) -> anyhow::Result<ExitCode> {
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    match cmd {
+        WebhookCommand::Add {
+            url,
+            namespace,
+            events,
+            format,
+            secret,
+        } => {
+            let body = json!({
+                "url": url,
+                "namespace": namespace,
+                "events": events,
+                "format": format,
+                "secret": secret,
+            });
+            let a = c
+                .call(
+                    Method::POST,
+                    "/api/v1/webhooks",
+                    Some(RequestBody::Json(body)),
+                )
+                .await?;
+            print(remote, &a, |a| {
+                println!(
+                    "created webhook {} → {}",
+                    a["id"],
+                    a["url"].as_str().unwrap_or_default()
+                );
+                println!(
+                    "secret: {} (shown once: configure your receiver to verify \
+                     X-Berth-Signature-256 = sha256=HMAC-SHA256(secret, body))",
+                    a["secret"].as_str().unwrap_or_default()
+                );
+            });
+        }
+        WebhookCommand::List => {
+            let a = c.call(Method::GET, "/api/v1/webhooks", None).await?;
+            print(remote, &a, print_webhooks);
+        }
+        WebhookCommand::Remove { id } => {
+            let path = format!("/api/v1/webhooks/{id}");
+            c.call(Method::DELETE, &path, None).await?;
+            println!("removed webhook {id}");
+        }
+        WebhookCommand::Deliveries { id, limit } => {
+            let limit = limit.map(|l| l.to_string());
+            let query: Vec<(&str, &str)> = limit.iter().map(|l| ("limit", l.as_str())).collect();
+            let path = with_query(&format!("/api/v1/webhooks/{id}/deliveries"), &query);
+            let a = c.call(Method::GET, &path, None).await?;
+            print(remote, &a, print_deliveries);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One digest per block, newest pull first, then one line per client; a closing line
+/// when clients run different images.
+fn print_tag_pulls(a: &Value) {
+    let target = format!(
+        "{}:{}",
+        a["repository"].as_str().unwrap_or_default(),
+        a["tag"].as_str().unwrap_or_default()
+    );
+    let digests = a["digests"].as_array().map_or(&[][..], Vec::as_slice);
+    if digests.is_empty() {
+        println!("no pulls of {target} since {}", short_time(&a["since"]));
+        return;
+    }
+    for d in digests {
+        println!(
+            "{} {}, last {}",
+            d["digest"].as_str().unwrap_or_default(),
+            pulls(&d["pulls"]),
+            short_time(&d["last"])
+        );
+        let rows: Vec<Vec<String>> = d["clients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|cl| {
+                let mut agent = cl["user_agent"].as_str().unwrap_or("-").to_owned();
+                if let Some(account) = cl["account"].as_str() {
+                    agent.push_str(&format!(" ({account})"));
+                }
+                vec![
+                    format!("  {}", cl["client"].as_str().unwrap_or_default()),
+                    pulls(&cl["pulls"]),
+                    format!("last {}", short_time(&cl["last"])),
+                    agent,
+                ]
+            })
+            .collect();
+        print_rows(&rows);
+    }
+    if digests.len() > 1 {
+        println!(
+            "{} digests served: clients are running different images",
+            digests.len()
+        );
+    }
+}
+
+/// `12 pulls`, `1 pull`.
+fn pulls(n: &Value) -> String {
+    match n.as_u64().unwrap_or_default() {
+        1 => "1 pull".to_owned(),
+        n => format!("{n} pulls"),
+    }
+}
+
+/// The columns of one audit event.
+fn audit_row(e: &Value) -> Vec<String> {
+    let mut target = e["repository"].as_str().unwrap_or("-").to_owned();
+    if let Some(tag) = e["tag"].as_str() {
+        target.push(':');
+        target.push_str(tag);
+    }
+    let digests = if e["previous_digest"].is_null() {
+        short_digest(&e["digest"])
+    } else {
+        format!(
+            "{} → {}",
+            short_digest(&e["previous_digest"]),
+            short_digest(&e["digest"])
+        )
+    };
+    let count = match e["count"].as_u64() {
+        Some(n) if n > 1 => format!("×{n}"),
+        _ => String::new(),
+    };
+    let actor = &e["actor"];
+    vec![
+        short_time(&e["at"]),
+        e["kind"].as_str().unwrap_or_default().to_owned(),
+        target,
+        digests,
+        count,
+        actor["account"].as_str().unwrap_or("anonymous").to_owned(),
+        actor["client"].as_str().unwrap_or("-").to_owned(),
+        e["detail"].as_str().unwrap_or_default().to_owned(),
+    ]
+}
+
+/// The `berth audit` command line that shows the page after the one printed.
+fn audit_command(args: &AuditArgs, before: i64) -> String {
+    let mut words = vec!["berth".to_owned(), "audit".to_owned()];
+    for (flag, value) in [
+        ("--since", &args.since),
+        ("--until", &args.until),
+        ("--namespace", &args.namespace),
+        ("--repository", &args.repository),
+        ("--account", &args.account),
+    ] {
+        if let Some(v) = value {
+            words.extend([flag.to_owned(), shell_word(v)]);
+        }
+    }
+    for k in &args.kinds {
+        words.extend(["--kind".to_owned(), shell_word(k)]);
+    }
+    if let Some(l) = args.limit {
+        words.extend(["--limit".to_owned(), l.to_string()]);
+    }
+    words.extend(["--before".to_owned(), before.to_string()]);
+    words.join(" ")
+}
+
+/// A word as a POSIX shell reads it back: quoted when it holds anything but safe characters.
+fn shell_word(w: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./:+@=,".contains(c);
+    if !w.is_empty() && w.chars().all(safe) {
+        w.to_owned()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// The webhook table: id, url, namespace, events, format, delivery state.
+fn print_webhooks(a: &Value) {
+    let mut rows = vec![
+        ["ID", "URL", "NAMESPACE", "EVENTS", "FORMAT", "STATE"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for w in a["webhooks"].as_array().into_iter().flatten() {
+        let events: Vec<&str> = w["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let failures = w["failures"].as_u64().unwrap_or_default();
+        let attempts = if failures == 1 { "attempt" } else { "attempts" };
+        let state = match (failures, w["next_attempt"].as_str()) {
+            (0, _) => "ok".to_owned(),
+            (n, Some(_)) => format!(
+                "failing ({n} {attempts}, next {})",
+                short_time(&w["next_attempt"])
+            ),
+            (n, None) => format!("failing ({n} {attempts})"),
+        };
+        rows.push(vec![
+            w["id"].to_string(),
+            w["url"].as_str().unwrap_or_default().to_owned(),
+            w["namespace"].as_str().unwrap_or("*").to_owned(),
+            if events.is_empty() {
+                "all".to_owned()
+            } else {
+                events.join(",")
+            },
+            w["format"].as_str().unwrap_or_default().to_owned(),
+            state,
+        ]);
+    }
+    print_rows(&rows);
+}
+
+/// The delivery table: time, event, kind, attempt, result.
+fn print_deliveries(a: &Value) {
+    let mut rows = vec![
+        ["TIME", "EVENT", "KIND", "ATTEMPT", "RESULT"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for d in a["deliveries"].as_array().into_iter().flatten() {
+        let result = match (d["delivered"].as_bool(), d["status"].as_u64()) {
+            (Some(true), Some(status)) => format!("delivered {status}"),
+            (Some(true), None) => "delivered".to_owned(),
+            _ => match (d["error"].as_str(), d["status"].as_u64()) {
+                (Some(error), _) => format!("failed: {error}"),
+                (None, Some(status)) => format!("failed: the receiver answered {status}"),
+                (None, None) => "failed".to_owned(),
+            },
+        };
+        rows.push(vec![
+            short_time(&d["at"]),
+            d["event_id"].to_string(),
+            d["kind"].as_str().unwrap_or_default().to_owned(),
+            d["attempt"].to_string(),
+            result,
+        ]);
+    }
+    print_rows(&rows);
+}
+
+/// Prints rows as columns two spaces apart, each as wide as its widest cell (trailing
+/// blanks trimmed).
+fn print_rows(rows: &[Vec<String>]) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or_default();
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or_default()
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+/// The rows without the columns that are empty in every row.
+fn without_empty_columns(rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or_default();
+    let keep: Vec<bool> = (0..columns)
+        .map(|i| rows.iter().any(|r| r.get(i).is_some_and(|c| !c.is_empty())))
+        .collect();
+    rows.into_iter()
+        .map(|r| {
+            r.into_iter()
+                .zip(&keep)
+                .filter_map(|(cell, &k)| k.then_some(cell))
+                .collect()
+        })
+        .collect()
+}
+
+/// An API time (`2026-11-24T02:10:05.123Z`) to the second (`2026-11-24T02:10:05Z`), or `-`.
+fn short_time(v: &Value) -> String {
+    let Some(t) = v.as_str() else {
+        return "-".to_owned();
+    };
+    match t.find('.') {
+        Some(dot) => {
+            let rest = &t[dot + 1..];
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            format!("{}{}", &t[..dot], &rest[digits..])
+        }
+        None => t.to_owned(),
+    }
+}
+
+/// `path?k=v&…` with the values percent-encoded (just `path` without parameters).
+fn with_query(path: &str, query: &[(&str, &str)]) -> String {
+    if query.is_empty() {
+        return path.to_owned();
+    }
+    let query: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+        .collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 /// `sha256:0123456789ab` (enough to tell digests apart in a table), or `-`.

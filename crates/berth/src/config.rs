@@ -3,12 +3,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use berth_blobstore::FsBlobStore;
 use berth_http::ratelimit::RateLimitSettings;
 use berth_metastore::SqliteMetaStore;
 use berth_registry::Registry;
+use berth_registry::webhooks::Backoff;
 use serde::{Deserialize, Serialize};
 
 /// Default listen address: loopback only, so a fresh install exposes nothing.
@@ -47,6 +49,10 @@ pub struct FileConfig {
     pub auth: Option<AuthFileConfig>,
     /// `[rate_limit]`: pull limits and the proxies whose `X-Forwarded-For` is believed.
     pub rate_limit: Option<RateLimitFileConfig>,
+    /// `[events]`: how long the audit log keeps events.
+    pub events: Option<EventsFileConfig>,
+    /// `[webhooks]`: the retry policy of webhook deliveries.
+    pub webhooks: Option<WebhooksFileConfig>,
 }
 
 /// `[auth]` in `berth.toml`.
@@ -106,6 +112,97 @@ impl RateLimitFileConfig {
     }
 }
 
+/// `[events]` in `berth.toml`.
+#[derive(Deserialize, Serialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EventsFileConfig {
+    /// Days events are kept (audit log, tag history, webhook backlog); default 90.
+    pub keep_days: Option<u64>,
+}
+
+impl EventsFileConfig {
+    /// Checks the values; an error names the key and says what is wrong.
+    pub fn settings(self) -> anyhow::Result<EventsConfig> {
+        let keep_days = self.keep_days.unwrap_or(DEFAULT_KEEP_DAYS);
+        if keep_days == 0 {
+            anyhow::bail!(
+                "[events] keep_days = 0 would delete every event as soon as it is written; \
+                 use at least 1 (default {DEFAULT_KEEP_DAYS})"
+            );
+        }
+        Ok(EventsConfig { keep_days })
+    }
+}
+
+/// `[webhooks]` in `berth.toml`.
+#[derive(Deserialize, Serialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksFileConfig {
+    /// Milliseconds to wait after a delivery's first failure; doubles with each failure.
+    pub first_backoff_ms: Option<u64>,
+    /// Longest wait in milliseconds between two attempts at one delivery.
+    pub max_backoff_ms: Option<u64>,
+}
+
+impl WebhooksFileConfig {
+    /// Checks the values, with `BERTH_WEBHOOK_FIRST_BACKOFF_MS` and
+    /// `BERTH_WEBHOOK_MAX_BACKOFF_MS` (`first_env`, `max_env`) taking precedence over the
+    /// file. A first wait left at its default never exceeds a configured maximum.
+    pub fn settings(
+        self,
+        first_env: Option<&str>,
+        max_env: Option<&str>,
+    ) -> anyhow::Result<WebhooksConfig> {
+        const FIRST_KEY: &str = "[webhooks] first_backoff_ms";
+        const MAX_KEY: &str = "[webhooks] max_backoff_ms";
+        // Each value with where it came from, so an error points at the right place.
+        let first = match first_env {
+            Some(v) => Some((parse_ms(FIRST_BACKOFF_ENV, v)?, FIRST_BACKOFF_ENV)),
+            None => self.first_backoff_ms.map(|ms| (ms, FIRST_KEY)),
+        };
+        let (max_backoff_ms, max_from) = match max_env {
+            Some(v) => (parse_ms(MAX_BACKOFF_ENV, v)?, MAX_BACKOFF_ENV),
+            None => (
+                self.max_backoff_ms.unwrap_or(DEFAULT_MAX_BACKOFF_MS),
+                MAX_KEY,
+            ),
+        };
+        let (first_backoff_ms, first_from) =
+            first.unwrap_or((DEFAULT_FIRST_BACKOFF_MS.min(max_backoff_ms), FIRST_KEY));
+        if first_backoff_ms == 0 {
+            anyhow::bail!("{first_from} must be at least 1 (milliseconds)");
+        }
+        if max_backoff_ms < first_backoff_ms {
+            anyhow::bail!(
+                "{max_from} ({max_backoff_ms}) is less than {first_from} ({first_backoff_ms}); \
+                 the longest wait between attempts cannot be shorter than the first"
+            );
+        }
+        Ok(WebhooksConfig {
+            first_backoff_ms,
+            max_backoff_ms,
+        })
+    }
+}
+
+/// Default of `[events] keep_days`.
+const DEFAULT_KEEP_DAYS: u64 = 90;
+/// Default of `[webhooks] first_backoff_ms`.
+const DEFAULT_FIRST_BACKOFF_MS: u64 = 1000;
+/// Default of `[webhooks] max_backoff_ms`.
+const DEFAULT_MAX_BACKOFF_MS: u64 = 300_000;
+/// Environment override of `[webhooks] first_backoff_ms`.
+const FIRST_BACKOFF_ENV: &str = "BERTH_WEBHOOK_FIRST_BACKOFF_MS";
+/// Environment override of `[webhooks] max_backoff_ms`.
+const MAX_BACKOFF_ENV: &str = "BERTH_WEBHOOK_MAX_BACKOFF_MS";
+
+/// Parses a millisecond count from the environment variable `name`.
+fn parse_ms(name: &str, v: &str) -> anyhow::Result<u64> {
+    v.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a whole number of milliseconds"))
+}
+
 /// Parses each value of `[rate_limit] key`; an error names the key.
 fn checked<T>(
     key: &str,
@@ -137,6 +234,36 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Pull rate limits and trusted proxies.
     pub rate_limit: RateLimitSettings,
+    /// Event retention.
+    pub events: EventsConfig,
+    /// Webhook retry policy.
+    pub webhooks: WebhooksConfig,
+}
+
+/// Effective `[events]` settings.
+#[derive(Serialize, Debug, Clone)]
+pub struct EventsConfig {
+    /// Days events are kept; older ones are pruned hourly.
+    pub keep_days: u64,
+}
+
+/// Effective `[webhooks]` settings.
+#[derive(Serialize, Debug, Clone)]
+pub struct WebhooksConfig {
+    /// Milliseconds to wait after a delivery's first failure.
+    pub first_backoff_ms: u64,
+    /// Longest wait in milliseconds between two attempts.
+    pub max_backoff_ms: u64,
+}
+
+impl WebhooksConfig {
+    /// The retry policy handed to each delivery round.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            first: Duration::from_millis(self.first_backoff_ms),
+            max: Duration::from_millis(self.max_backoff_ms),
+        }
+    }
 }
 
 /// Effective `[auth]` settings.
@@ -200,8 +327,18 @@ impl StoreArgs {
                 token_lifetime_secs: auth.token_lifetime_secs.unwrap_or(300),
             },
             rate_limit: file.rate_limit.unwrap_or_default().settings()?,
+            events: file.events.unwrap_or_default().settings()?,
+            webhooks: file.webhooks.unwrap_or_default().settings(
+                env_var(FIRST_BACKOFF_ENV).as_deref(),
+                env_var(MAX_BACKOFF_ENV).as_deref(),
+            )?,
         })
     }
+}
+
+/// The environment variable `name`, when set and not empty.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 fn parse_bool(name: &str, v: &str) -> anyhow::Result<bool> {
@@ -229,4 +366,91 @@ pub async fn open_stores(data: &Path) -> anyhow::Result<(Arc<Registry>, Arc<Sqli
         .with_context(|| format!("opening metadata database in {}", data.display()))?;
     let meta = Arc::new(meta);
     Ok((Arc::new(Registry::new(Arc::new(blobs), meta.clone())), meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_default_to_ninety_days_and_refuse_zero() {
+        let d = EventsFileConfig::default().settings().unwrap();
+        assert_eq!(d.keep_days, 90);
+        let err = EventsFileConfig { keep_days: Some(0) }
+            .settings()
+            .unwrap_err();
+        assert!(err.to_string().contains("keep_days"), "{err}");
+    }
+
+    #[test]
+    fn webhook_backoff_defaults_and_environment() {
+        let d = WebhooksFileConfig::default().settings(None, None).unwrap();
+        assert_eq!((d.first_backoff_ms, d.max_backoff_ms), (1000, 300_000));
+        assert_eq!(
+            d.backoff(),
+            Backoff {
+                first: Duration::from_secs(1),
+                max: Duration::from_secs(300)
+            }
+        );
+        let file = WebhooksFileConfig {
+            first_backoff_ms: Some(2000),
+            max_backoff_ms: Some(60_000),
+        };
+        let w = file.clone().settings(Some("100"), Some("500")).unwrap();
+        assert_eq!((w.first_backoff_ms, w.max_backoff_ms), (100, 500));
+        let w = file.settings(None, None).unwrap();
+        assert_eq!((w.first_backoff_ms, w.max_backoff_ms), (2000, 60_000));
+    }
+
+    #[test]
+    fn a_small_max_lowers_the_default_first_wait() {
+        let w = WebhooksFileConfig::default()
+            .settings(None, Some("500"))
+            .unwrap();
+        assert_eq!((w.first_backoff_ms, w.max_backoff_ms), (500, 500));
+    }
+
+    #[test]
+    fn webhook_backoff_refuses_max_below_first_and_junk() {
+        let file = WebhooksFileConfig {
+            first_backoff_ms: Some(2000),
+            max_backoff_ms: Some(1000),
+        };
+        let err = file.settings(None, None).unwrap_err().to_string();
+        assert!(err.contains("[webhooks] max_backoff_ms (1000)"), "{err}");
+        assert!(err.contains("[webhooks] first_backoff_ms (2000)"), "{err}");
+        let err = WebhooksFileConfig::default()
+            .settings(Some("1000"), Some("500"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("BERTH_WEBHOOK_MAX_BACKOFF_MS (500) is less than"),
+            "{err}"
+        );
+        let err = WebhooksFileConfig::default()
+            .settings(None, Some("5s"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("BERTH_WEBHOOK_MAX_BACKOFF_MS"), "{err}");
+        let err = WebhooksFileConfig::default()
+            .settings(Some("0"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("BERTH_WEBHOOK_FIRST_BACKOFF_MS must be"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_sections_parse_and_reject_unknown_keys() {
+        let f: FileConfig = toml::from_str(
+            "[events]\nkeep_days = 30\n[webhooks]\nfirst_backoff_ms = 10\nmax_backoff_ms = 20\n",
+        )
+        .unwrap();
+        assert_eq!(f.events.unwrap().keep_days, Some(30));
+        assert_eq!(f.webhooks.unwrap().max_backoff_ms, Some(20));
+        assert!(toml::from_str::<FileConfig>("[webhooks]\nmax_backoff = 20\n").is_err());
+    }
 }

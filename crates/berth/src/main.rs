@@ -26,7 +26,7 @@ struct Cli {
 /// Shown by `berth help`: how the admin commands find their server and credentials.
 const ADMIN_HELP: &str = "\
 The admin commands (login, user, robot, token, namespace, member, immutable, tag,
-htpasswd) call the server's
+audit, webhook, htpasswd) call the server's
 admin API at --server (BERTH_SERVER, default http://127.0.0.1:5000) with, first found:
 BERTH_USERNAME + BERTH_PASSWORD, the login stored by `berth login`, or no credentials
 (enough while the server runs open). --json prints the server's answer as JSON.
@@ -41,7 +41,10 @@ Examples:
   berth htpasswd import /etc/docker/registry/htpasswd
   berth immutable add 'payments/*' --tags 'v*' --except latest
   berth tag history payments/api latest [--at 2026-11-24T01:40:00Z]
-  berth tag restore payments/api latest --previous";
+  berth tag restore payments/api latest --previous
+  berth tag pulls payments/api latest --since 2h
+  berth audit --kind tag.overwritten --namespace payments --since 7d
+  berth webhook add https://hooks.example.com/berth --event tag.overwritten";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -71,9 +74,14 @@ enum Command {
     /// Tag immutability rules: add, list, remove.
     #[command(subcommand)]
     Immutable(admin::ImmutableCommand),
-    /// Tag history (when a tag moved, who moved it, from which digest to which) and restore.
+    /// Tag history (when a tag moved, who moved it, from which digest to which), restore, pulls.
     #[command(subcommand)]
     Tag(admin::TagCommand),
+    /// The event log: pushes, pulls, deletes, tag changes, denials, failed logins.
+    Audit(admin::AuditArgs),
+    /// Webhooks notifying receivers of events: add, list, remove, deliveries.
+    #[command(subcommand)]
+    Webhook(admin::WebhookCommand),
     /// Import accounts from an htpasswd file.
     #[command(subcommand)]
     Htpasswd(admin::HtpasswdCommand),
@@ -114,6 +122,8 @@ fn main() -> ExitCode {
             Command::Token(cmd) => admin::token(&cli.remote, cmd).await,
             Command::Immutable(cmd) => admin::immutable(&cli.remote, cmd).await,
             Command::Tag(cmd) => admin::tag(&cli.remote, cmd).await,
+            Command::Audit(args) => admin::audit(&cli.remote, args).await,
+            Command::Webhook(cmd) => admin::webhook(&cli.remote, cmd).await,
             Command::Htpasswd(cmd) => admin::htpasswd(&cli.remote, cmd).await,
         }
     });

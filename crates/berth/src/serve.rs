@@ -1,5 +1,5 @@
-//! `berth serve`: bind, serve `/v2` over HTTP or HTTPS, expire stale uploads, stop
-//! gracefully.
+//! `berth serve`: bind, serve `/v2` over HTTP or HTTPS, expire stale uploads, write
+//! buffered events, deliver webhooks, prune old events, stop gracefully.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use berth_registry::Registry;
-use berth_registry::service::unix_now;
+use berth_registry::service::{unix_now, unix_now_ms};
+use berth_registry::webhooks::Backoff;
+use berth_remote::HttpNotifier;
 
 use crate::config::{StoreArgs, open_stores};
 use crate::tls;
@@ -50,6 +52,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let expiry = Duration::from_secs(config.upload_expiry_hours * 3600);
     tokio::spawn(expire_uploads(registry.clone(), expiry));
     tokio::spawn(crate::memory::release_free_memory());
+    tokio::spawn(prune_events(registry.clone(), config.events.keep_days));
+    let (stop_flushing, flush_stopped) = tokio::sync::oneshot::channel();
+    let flusher = tokio::spawn(flush_events(registry.clone(), flush_stopped));
+    let notifier = HttpNotifier::new().context("building the webhook HTTP client")?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -59,8 +65,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(listen = %local, scheme, data = %config.data.display(), "berth is serving the OCI distribution API");
     // Machine-readable line for scripts that start berth on port 0.
     println!("listening on {local}");
+    tokio::spawn(deliver_webhooks(
+        registry.clone(),
+        notifier,
+        config.webhooks.backoff(),
+        format!("{scheme}://{local}"),
+    ));
 
-    let state = berth_http::AppState { registry, auth };
+    let state = berth_http::AppState {
+        registry: registry.clone(),
+        auth,
+    };
     let app = berth_http::router(state, Some(install_metrics()?));
     serve(
         listener,
@@ -69,6 +84,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Duration::from_secs(config.shutdown_grace_secs),
     )
     .await;
+    // Let a flush under way finish, then write what the last requests recorded.
+    let _ = stop_flushing.send(());
+    let _ = flusher.await;
+    match registry.flush_events().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(events = n, "wrote the last buffered events"),
+        Err(e) => tracing::warn!(error = %e, "could not write the last buffered events"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -221,6 +244,99 @@ async fn expire_uploads(registry: Arc<Registry>, expiry: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired stale uploads"),
             Err(e) => tracing::warn!(error = %e, "could not expire stale uploads"),
+        }
+    }
+}
+
+/// How often buffered events are written to the metadata store.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often subscriptions are checked for due webhook deliveries.
+const DELIVERY_INTERVAL: Duration = Duration::from_millis(250);
+/// How often events older than `[events] keep_days` are deleted.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Writes buffered events every second until `stop` fires (or its sender is dropped).
+/// Errors are logged and the loop goes on: the events stay buffered for the next try.
+async fn flush_events(registry: Arc<Registry>, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = RepeatedWarning::default();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        match registry.flush_events().await {
+            Ok(_) => warned.clear(),
+            Err(e) => warned.warn("could not write buffered events", &e),
+        }
+    }
+}
+
+/// Runs a webhook delivery round every 250 ms, for the life of the server. `source` is this
+/// server's base URL, as Distribution-format payloads name it.
+async fn deliver_webhooks(
+    registry: Arc<Registry>,
+    notifier: HttpNotifier,
+    backoff: Backoff,
+    source: String,
+) {
+    let mut tick = tokio::time::interval(DELIVERY_INTERVAL);
+    // A round can outlast the interval (a slow receiver); never run rounds back to back.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = RepeatedWarning::default();
+    loop {
+        tick.tick().await;
+        match registry.deliver_webhooks(&notifier, backoff, &source).await {
+            Ok(n) => {
+                warned.clear();
+                if n > 0 {
+                    tracing::debug!(delivered = n, "delivered webhooks");
+                }
+            }
+            Err(e) => warned.warn("webhook delivery round failed", &e),
+        }
+    }
+}
+
+/// Deletes events older than `keep_days`, at start and then hourly.
+async fn prune_events(registry: Arc<Registry>, keep_days: u64) {
+    let keep_ms = i64::try_from(keep_days)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(86_400_000);
+    let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let before = unix_now_ms().saturating_sub(keep_ms);
+        match registry.prune_events(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, keep_days, "pruned old events"),
+            Err(e) => tracing::warn!(error = %e, "could not prune old events"),
+        }
+    }
+}
+
+/// Keeps a loop that fails several times a second from flooding the log: the same error
+/// is logged once at `warn`, its repeats at `debug`, until a success clears it.
+#[derive(Default)]
+struct RepeatedWarning {
+    last: Option<String>,
+}
+
+impl RepeatedWarning {
+    fn warn(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        let text = e.to_string();
+        if self.last.as_deref() == Some(text.as_str()) {
+            tracing::debug!(error = %text, "{what} (again)");
+        } else {
+            tracing::warn!(error = %text, "{what}");
+            self.last = Some(text);
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.last.take().is_some() {
+            tracing::info!("recovered from the previous error");
         }
     }
 }

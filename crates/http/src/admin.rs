@@ -54,6 +54,7 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/immutability-rules/{id}",
             delete(remove_immutability_rule),
         )
+        .merge(crate::events_api::routes())
         .route("/api/v1/namespaces", get(list_namespaces))
         .route("/api/v1/namespaces/{ns}", put(set_namespace))
         .route(
@@ -63,9 +64,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Who the caller is and whether they administer the registry (an extractor).
-struct Admin {
-    name: String,
-    registry_admin: bool,
+pub(crate) struct Admin {
+    pub(crate) name: String,
+    pub(crate) registry_admin: bool,
 }
 
 impl FromRequestParts<AppState> for Admin {
@@ -77,7 +78,7 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 /// A JSON request body of at most `MAX_BODY` bytes; anything else is a clear 400.
-struct JsonBody<T>(T);
+pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<T: for<'de> Deserialize<'de>> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
@@ -135,7 +136,7 @@ async fn require_namespace_admin(state: &AppState, who: &Admin, ns: &str) -> Res
 
 /// Passes registry admins, and accounts holding at least `least` in namespace `ns` (a
 /// wildcard namespace is held by registry admins only); otherwise DENIED with `denial()`.
-async fn require_role(
+pub(crate) async fn require_role(
     state: &AppState,
     who: &Admin,
     ns: &str,
@@ -168,7 +169,7 @@ async fn json_body<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, ApiErr
 }
 
 /// A 400 for an admin request with a bad argument.
-fn bad_request(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::Unsupported, message).with_status(StatusCode::BAD_REQUEST)
 }
 

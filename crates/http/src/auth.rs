@@ -16,6 +16,7 @@ use base64::Engine;
 use berth_oci::{ErrorCode, RepoName};
 use berth_registry::access::{Account, Action, Actions, Principal};
 use berth_registry::accounts::{Accounts, MAX_CREDENTIAL_LEN};
+use berth_registry::events::{Event, EventBuffer, EventKind};
 
 use crate::error::ApiError;
 use crate::ratelimit::RateLimits;
@@ -110,6 +111,9 @@ static NEXT_AUTH_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Authentication state shared by every request.
 pub struct Auth {
+    /// Where failed logins are reported: the registry's event buffer, attached by
+    /// [`crate::router`].
+    events: std::sync::OnceLock<Arc<EventBuffer>>,
     accounts: Arc<Accounts>,
     keys: TokenKeys,
     settings: AuthSettings,
@@ -135,6 +139,7 @@ impl Auth {
     ) -> Result<Auth, berth_registry::RegistryError> {
         let open = settings.allow_open && !accounts.any().await?;
         Ok(Auth {
+            events: std::sync::OnceLock::new(),
             accounts,
             keys,
             open: AtomicBool::new(open),
@@ -317,6 +322,7 @@ impl Auth {
     ) -> Result<Option<Account>, ApiError> {
         self.limits.login_allowed(client, user, Instant::now())?;
         if user.len() > MAX_CREDENTIAL_LEN || password.len() > MAX_CREDENTIAL_LEN {
+            self.login_failed(user, client, "credentials longer than berth accepts");
             return Ok(None);
         }
         let key = credential_key(user, password);
@@ -327,11 +333,36 @@ impl Auth {
         match &account {
             Some(a) => self.basic_cache.insert(key, a.clone()),
             None => {
+                self.login_failed(
+                    user,
+                    client,
+                    "unknown account, wrong secret, or revoked or expired",
+                );
                 let delay = self.limits.login_failed(client, user, Instant::now());
                 tokio::time::sleep(delay).await;
             }
         }
         Ok(account)
+    }
+
+    /// Hands failed logins to the registry's event stream from now on.
+    pub fn report_to(&self, events: Arc<EventBuffer>) {
+        let _ = self.events.set(events);
+    }
+
+    /// Reports a failed login (the name tried, cut to a sane length).
+    fn login_failed(&self, user: &str, client: IpAddr, why: &str) {
+        let Some(events) = self.events.get() else {
+            return;
+        };
+        let actor = berth_registry::Actor {
+            account: Some(user.chars().take(MAX_CREDENTIAL_LEN).collect()),
+            client: Some(client.to_string()),
+            user_agent: None,
+        };
+        let mut event = Event::new(EventKind::LoginFailed, &actor);
+        event.detail = Some(why.to_owned());
+        events.emit(event);
     }
 
     /// What the caller may do in `repo`.

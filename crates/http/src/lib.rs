@@ -10,6 +10,7 @@ mod blobs;
 mod discovery;
 pub mod endpoint;
 pub mod error;
+mod events_api;
 mod manifests;
 pub mod metrics;
 mod query;
@@ -26,10 +27,10 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_oci::ErrorCode;
+use berth_oci::{ErrorCode, Reference};
 use berth_registry::Registry;
 
-use auth::{Auth, Caller};
+use auth::{Auth, Caller, Required};
 pub use endpoint::Endpoint;
 use endpoint::PathError;
 use error::{ApiError, ApiResult};
@@ -56,6 +57,7 @@ pub struct AppState {
 /// The router over a registry: `/v2`, `/token`, the probes, and `/metrics` when a
 /// renderer is given.
 pub fn router(state: AppState, metrics: Option<metrics::MetricsRender>) -> Router {
+    state.auth.report_to(state.registry.events().clone());
     let router = Router::new()
         .route("/v2", axum::routing::any(dispatch))
         .route("/v2/", axum::routing::any(dispatch))
@@ -177,10 +179,14 @@ fn counted(class: &'static str, body: Body) -> Body {
 /// against the caller's rate limit, then routes.
 async fn checked(state: &AppState, endpoint: Endpoint, req: &Parts, body: Body) -> ApiResult {
     let caller = state.auth.caller(req).await?;
-    state
-        .auth
-        .authorize(&caller, &endpoint.required(&req.method), req)
-        .await?;
+    let need = endpoint.required(&req.method);
+    if let Err(e) = state.auth.authorize(&caller, &need, req).await {
+        if let (ErrorCode::Denied, Required::Repo(repo, _)) = (e.code, &need) {
+            let actor = state.auth.actor(&caller, req);
+            state.registry.deny(repo, None, None, &e.message, &actor);
+        }
+        return Err(e);
+    }
     let budget = match &endpoint {
         Endpoint::Manifest(name, _) if req.method == Method::GET => {
             ratelimit::charge_pull(&state.auth, &caller, name, req).await?
@@ -224,7 +230,11 @@ async fn route(
         (Endpoint::Upload(name, id), Method::PUT) => uploads::put(reg, &name, &id, req, body).await,
         (Endpoint::Upload(name, id), Method::DELETE) => uploads::cancel(reg, &name, &id).await,
         (Endpoint::Manifest(name, r), m @ (Method::GET | Method::HEAD)) => {
-            manifests::get(reg, &name, &r, req, m == Method::HEAD).await
+            let head = m == Method::HEAD;
+            // A pull: every GET, and a HEAD by tag (how containerd resolves a tag).
+            let pull =
+                (!head || matches!(r, Reference::Tag(_))).then(|| state.auth.actor(caller, req));
+            manifests::get(reg, &name, &r, req, head, pull.as_ref()).await
         }
         (Endpoint::Manifest(name, r), Method::PUT) => {
             let actor = state.auth.actor(caller, req);

@@ -24,8 +24,12 @@ pub(crate) async fn get(
     reference: &Reference,
     req: &Parts,
     head: bool,
+    pulled_by: Option<&Actor>,
 ) -> ApiResult {
     let m = reg.get_manifest(name, reference).await?;
+    if let Some(actor) = pulled_by {
+        reg.record_pull(name, reference, &m, actor);
+    }
     let etag = format!("\"{}\"", m.digest);
     let mut builder = Response::builder()
         .header(header::CONTENT_TYPE, hv(&m.media_type))

@@ -4,6 +4,7 @@
 //! `ON CONFLICT`, `RETURNING`), so the PostgreSQL adapter can reuse them.
 
 mod accounts;
+mod events;
 mod migrations;
 mod sqlite;
 mod writer;

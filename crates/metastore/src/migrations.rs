@@ -32,6 +32,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "immutability rules",
         include_str!("../migrations/sqlite/0005_immutability_rules.sql"),
     ),
+    (
+        6,
+        "events",
+        include_str!("../migrations/sqlite/0006_events.sql"),
+    ),
 ];
 
 /// A migrator for the SQLite schema.

@@ -11,9 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, RepoName, Tag};
 use berth_registry::access::RepoPattern;
+use berth_registry::events::{Event, EventKind};
 use berth_registry::immutability::{ImmutabilityRule, TagPattern};
 use berth_registry::ports::StoreResult;
-use berth_registry::service::{unix_now, unix_now_ms};
+use berth_registry::service::unix_now;
 use berth_registry::{
     Actor, BlobUnlink, ManifestDeletion, ManifestRefusal, MetaStore, NewManifest, Page, Referrer,
     StorageError, StoredManifest, TagEvent, UploadId, UploadSession,
@@ -23,6 +24,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection};
 
+use crate::events::insert_event;
 use crate::writer::{Durability, Writer};
 
 pub(crate) fn db_err(e: sqlx::Error) -> StorageError {
@@ -188,6 +190,13 @@ async fn put_manifest_in(
             .execute(&mut *conn)
             .await?;
     }
+    let mut push = Event::new(EventKind::Push, &m.actor);
+    push.repository = Some(m.repo.as_str().to_owned());
+    push.tag = m.tags.first().map(|t| t.as_str().to_owned());
+    push.digest = Some(m.digest.as_str().to_owned());
+    push.media_type = Some(m.media_type.clone());
+    push.size = Some(m.bytes.len() as i64);
+    insert_event(conn, &push).await?;
     // A refusal returned from this loop rolls the whole write back (the writer commits
     // only `Ok(Ok(()))`), so tags written before it do not stay.
     for tag in &m.tags {
@@ -206,6 +215,7 @@ async fn put_manifest_in(
             }
             let change = TagChange {
                 repo_id: repo,
+                repo: &m.repo,
                 tag: tag.as_str(),
                 previous: previous.as_deref(),
                 new: Some(m.digest.as_str()),
@@ -247,18 +257,30 @@ async fn tagged_digest(
 /// One change of a tag, for [`record_tag_event`].
 struct TagChange<'a> {
     repo_id: i64,
+    repo: &'a RepoName,
     tag: &'a str,
     previous: Option<&'a str>,
     new: Option<&'a str>,
 }
 
-/// Appends a tag event, in the caller's transaction (the change and its record commit
-/// together or not at all).
+/// Appends a tag event to the tag history and the event stream, in the caller's
+/// transaction (the change and its record commit together or not at all).
 async fn record_tag_event(
     conn: &mut SqliteConnection,
     change: &TagChange<'_>,
     actor: &Actor,
 ) -> Result<(), sqlx::Error> {
+    let kind = match (change.previous, change.new) {
+        (None, _) => EventKind::TagCreated,
+        (Some(_), Some(_)) => EventKind::TagOverwritten,
+        (Some(_), None) => EventKind::TagDeleted,
+    };
+    let mut event = Event::new(kind, actor);
+    event.repository = Some(change.repo.as_str().to_owned());
+    event.tag = Some(change.tag.to_owned());
+    event.digest = change.new.map(str::to_owned);
+    event.previous_digest = change.previous.map(str::to_owned);
+    insert_event(conn, &event).await?;
     sqlx::query(
         "INSERT INTO tag_events (repo_id, tag, previous_digest, new_digest, account, client, user_agent, at_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -270,7 +292,7 @@ async fn record_tag_event(
     .bind(actor.account.as_deref())
     .bind(actor.client.as_deref())
     .bind(actor.user_agent.as_deref())
-    .bind(unix_now_ms())
+    .bind(event.at_ms)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -626,6 +648,7 @@ impl MetaStore for SqliteMetaStore {
                         .await?;
                     let change = TagChange {
                         repo_id,
+                        repo: &repo,
                         tag: tag.as_str(),
                         previous: Some(&previous),
                         new: None,
@@ -819,12 +842,17 @@ impl MetaStore for SqliteMetaStore {
                     for tag in &tags {
                         let change = TagChange {
                             repo_id,
+                            repo: &repo,
                             tag,
                             previous: Some(digest.as_str()),
                             new: None,
                         };
                         record_tag_event(conn, &change, &actor).await?;
                     }
+                    let mut deleted = Event::new(EventKind::Delete, &actor);
+                    deleted.repository = Some(repo.as_str().to_owned());
+                    deleted.digest = Some(digest.as_str().to_owned());
+                    insert_event(conn, &deleted).await?;
                     for sql in [
                         "DELETE FROM tags WHERE manifest_id = $1",
                         "DELETE FROM manifests WHERE id = $1",

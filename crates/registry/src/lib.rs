@@ -8,14 +8,16 @@ pub mod access;
 pub mod accounts;
 mod cache;
 pub mod error;
+pub mod events;
 pub mod fsck;
 pub mod immutability;
 pub mod ports;
 pub mod service;
 pub mod types;
 mod uploads;
+pub mod webhooks;
 
 pub use error::RegistryError;
-pub use ports::{AccountStore, BlobStore, ByteStream, MetaStore, StorageError};
+pub use ports::{AccountStore, BlobStore, ByteStream, EventStore, MetaStore, StorageError};
 pub use service::Registry;
 pub use types::*;

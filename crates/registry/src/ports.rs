@@ -14,8 +14,10 @@ use crate::access::{Role, Visibility};
 use crate::accounts::{
     AccessTokenRecord, AccountRecord, NamespaceRecord, NewAccessToken, NewAccount,
 };
+use crate::events::{AuditQuery, ClientPulls, EventBatch, StoredEvent};
 use crate::immutability::ImmutabilityRule;
 use crate::types::*;
+use crate::webhooks::{DeliveryRecord, NewWebhook, Webhook};
 
 /// A stream of bytes: request bodies in, blob contents out. Never collected whole.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -91,7 +93,7 @@ pub trait BlobStore: Send + Sync {
 /// Invariant: every multi-row change is one transaction, so a crash leaves either the old
 /// state or the new one.
 #[async_trait]
-pub trait MetaStore: Send + Sync {
+pub trait MetaStore: EventStore + Send + Sync {
     /// Checks that the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
     /// Records a new upload session.
@@ -181,6 +183,54 @@ pub trait MetaStore: Send + Sync {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> StoreResult<Vec<Referrer>>;
+}
+
+/// The event stream, pull records and webhook subscriptions.
+///
+/// Invariants: event ids increase in commit order (webhook cursors rely on it); events of
+/// changes are written by [`MetaStore`] in the change's own transaction; a batch of
+/// [`EventBatch`] is written in one transaction.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends buffered events and adds pull counts to the pull records, in one transaction.
+    async fn record_events(&self, batch: &EventBatch) -> StoreResult<()>;
+    /// Audit events matching `q`, newest first.
+    async fn audit(&self, q: &AuditQuery) -> StoreResult<Vec<StoredEvent>>;
+    /// Events after id `after`, oldest first, at most `limit`; only of `namespace` when given.
+    async fn events_after(
+        &self,
+        after: i64,
+        namespace: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>>;
+    /// The id of the newest event (0 when there is none).
+    async fn last_event_id(&self) -> StoreResult<i64>;
+    /// Deletes events older than `before_ms` that no subscription still has to deliver,
+    /// and pull records and delivery records older than `before_ms`; returns the events
+    /// deleted.
+    async fn prune_events(&self, before_ms: i64) -> StoreResult<u64>;
+    /// Pulls of `repo:tag` since `since_ms`, per digest and client.
+    async fn tag_pulls(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        since_ms: i64,
+    ) -> StoreResult<Vec<ClientPulls>>;
+    /// Creates a subscription whose cursor starts at the newest event.
+    async fn add_webhook(&self, hook: &NewWebhook, created_ms: i64) -> StoreResult<Webhook>;
+    /// Every subscription, oldest first.
+    async fn webhooks(&self) -> StoreResult<Vec<Webhook>>;
+    /// Removes a subscription and its delivery log; false when there is none with that id.
+    async fn remove_webhook(&self, id: i64) -> StoreResult<bool>;
+    /// Moves a subscription's cursor to `cursor` and clears its failures.
+    async fn webhook_advanced(&self, id: i64, cursor: i64) -> StoreResult<()>;
+    /// Records `failures` failed attempts at the next event; retry at `next_attempt_ms`.
+    async fn webhook_failed(&self, id: i64, failures: u32, next_attempt_ms: i64)
+    -> StoreResult<()>;
+    /// Appends to a subscription's delivery log.
+    async fn record_delivery(&self, d: &DeliveryRecord) -> StoreResult<()>;
+    /// A subscription's delivery log, newest first.
+    async fn deliveries(&self, webhook_id: i64, limit: u32) -> StoreResult<Vec<DeliveryRecord>>;
 }
 
 /// Accounts, namespaces and memberships (access control's tables).

@@ -10,10 +10,14 @@ use futures_util::StreamExt;
 
 use crate::cache::HotCache;
 use crate::error::{RegistryError, Result};
+use crate::events::{
+    AuditQuery, ClientPulls, Event, EventBuffer, EventKind, PulledManifest, StoredEvent,
+};
 use crate::immutability::{ImmutabilityRule, protecting};
 use crate::ports::{BlobStore, ByteStream, MetaStore, StorageError};
 use crate::types::*;
 use crate::uploads::{HashState, SessionGuard, UploadTable};
+use crate::webhooks::{Backoff, DeliveryRecord, NewWebhook, Notifier, Webhook, deliver_due};
 
 /// Most tags one manifest push may set with `?tag=`.
 pub const MAX_TAGS_PER_PUSH: usize = 100;
@@ -58,6 +62,7 @@ pub struct Registry {
     meta: Arc<dyn MetaStore>,
     uploads: UploadTable,
     cache: HotCache,
+    events: Arc<EventBuffer>,
 }
 
 /// Most bytes of a refused chunk read and thrown away, so the client can read the refusal.
@@ -104,6 +109,7 @@ impl Registry {
             meta,
             uploads: UploadTable::default(),
             cache: HotCache::new(),
+            events: Arc::default(),
         }
     }
 
@@ -566,9 +572,11 @@ impl Registry {
             Err(ManifestRefusal::ImmutableTag { tag, current }) => {
                 let rule = protecting(&rules, repo, &tag)
                     .map_or_else(|| "an immutability rule".to_owned(), ToString::to_string);
-                Err(RegistryError::Denied(format!(
+                let message = format!(
                     "tag {tag} of {repo} is immutable ({rule}): it points to {current}; push under a new tag"
-                )))
+                );
+                self.deny(repo, Some(&tag), Some(&digest), &message, actor);
+                Err(RegistryError::Denied(message))
             }
             Err(ManifestRefusal::SizeMismatch {
                 digest,
@@ -631,9 +639,10 @@ impl Registry {
         };
         for tag in &protected {
             if let Some(rule) = protecting(&rules, repo, tag) {
-                return Err(RegistryError::Denied(format!(
-                    "tag {tag} of {repo} is immutable ({rule}) and cannot be deleted"
-                )));
+                let message =
+                    format!("tag {tag} of {repo} is immutable ({rule}) and cannot be deleted");
+                self.deny(repo, Some(tag), None, &message, actor);
+                return Err(RegistryError::Denied(message));
             }
         }
         let deleted = match reference {
@@ -713,6 +722,137 @@ impl Registry {
                 "{repo}:{tag} has no previous digest (it was created with its current one)"
             ))
         })
+    }
+
+    // ------------------------------------------------------------ events
+
+    /// The buffer for events that are not written with a change (denials, failed logins),
+    /// shared with whoever reports them.
+    pub fn events(&self) -> &Arc<EventBuffer> {
+        &self.events
+    }
+
+    /// Records a pull of `m` through `reference` (counted, written with the next flush).
+    pub fn record_pull(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        m: &StoredManifest,
+        actor: &Actor,
+    ) {
+        let tag = match reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        let pulled = PulledManifest {
+            digest: &m.digest,
+            media_type: &m.media_type,
+            size: m.bytes.len() as i64,
+        };
+        self.events.pull(repo, tag, pulled, actor);
+    }
+
+    /// Queues a `policy.denied` event for a request refused by a rule.
+    pub fn deny(
+        &self,
+        repo: &RepoName,
+        tag: Option<&Tag>,
+        digest: Option<&Digest>,
+        why: &str,
+        actor: &Actor,
+    ) {
+        let mut event = Event::new(EventKind::PolicyDenied, actor);
+        event.repository = Some(repo.as_str().to_owned());
+        event.tag = tag.map(|t| t.as_str().to_owned());
+        event.digest = digest.map(|d| d.as_str().to_owned());
+        event.detail = Some(why.to_owned());
+        self.events.emit(event);
+    }
+
+    /// Writes everything buffered since the last flush in one transaction; returns how many
+    /// events were written. Run once a second and at shutdown.
+    pub async fn flush_events(&self) -> Result<usize> {
+        let batch = self.events.drain();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match self.meta.record_events(&batch).await {
+            Ok(()) => Ok(batch.events.len()),
+            Err(e) => {
+                self.events.carry(batch);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Audit events matching `q`, newest first.
+    pub async fn audit(&self, q: &AuditQuery) -> Result<Vec<StoredEvent>> {
+        Ok(self.meta.audit(q).await?)
+    }
+
+    /// Pulls of `repo:tag` since `since_ms`, per digest and client.
+    pub async fn tag_pulls(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        since_ms: i64,
+    ) -> Result<Vec<ClientPulls>> {
+        Ok(self.meta.tag_pulls(repo, tag, since_ms).await?)
+    }
+
+    /// Deletes audit events, pull records and delivery records older than `before_ms`
+    /// (events a webhook has yet to deliver are kept).
+    pub async fn prune_events(&self, before_ms: i64) -> Result<u64> {
+        Ok(self.meta.prune_events(before_ms).await?)
+    }
+
+    // ------------------------------------------------------------ webhooks
+
+    /// Creates a webhook subscription; it receives events from now on.
+    pub async fn add_webhook(&self, hook: &NewWebhook) -> Result<Webhook> {
+        if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+            return Err(RegistryError::InvalidArgument(format!(
+                "webhook url {:?} must start with http:// or https://",
+                hook.url
+            )));
+        }
+        if hook.secret.len() < 16 {
+            return Err(RegistryError::InvalidArgument(
+                "a webhook secret must be at least 16 bytes".to_owned(),
+            ));
+        }
+        Ok(self.meta.add_webhook(hook, unix_now_ms()).await?)
+    }
+
+    /// Every webhook subscription.
+    pub async fn webhooks(&self) -> Result<Vec<Webhook>> {
+        Ok(self.meta.webhooks().await?)
+    }
+
+    /// Removes a webhook subscription and its delivery log.
+    pub async fn remove_webhook(&self, id: i64) -> Result<()> {
+        if self.meta.remove_webhook(id).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::NotFound(format!("there is no webhook {id}")))
+        }
+    }
+
+    /// A webhook's delivery log, newest first.
+    pub async fn webhook_deliveries(&self, id: i64, limit: u32) -> Result<Vec<DeliveryRecord>> {
+        Ok(self.meta.deliveries(id, limit).await?)
+    }
+
+    /// One delivery round over every subscription (see [`crate::webhooks::deliver_due`]);
+    /// `source` is this registry's base URL, for Distribution payloads.
+    pub async fn deliver_webhooks(
+        &self,
+        notifier: &dyn Notifier,
+        backoff: Backoff,
+        source: &str,
+    ) -> Result<usize> {
+        let store: &dyn crate::ports::EventStore = self.meta.as_ref();
+        Ok(deliver_due(store, notifier, backoff, source, unix_now_ms()).await?)
     }
 
     /// Every immutability rule.

@@ -98,7 +98,7 @@ pub struct NewManifest {
 }
 
 /// Who made a change, for tag history and audit: recorded with the change itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Actor {
     /// Account name (`None`: anonymous, or open mode).
     pub account: Option<String>,
