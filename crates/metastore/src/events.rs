@@ -425,3 +425,72 @@ impl EventStore for SqliteMetaStore {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use berth_registry::Actor;
+    use berth_registry::EventStore;
+    use berth_registry::events::{Event, EventBatch, EventKind};
+    use berth_registry::webhooks::{NewWebhook, WebhookFormat};
+
+    use crate::SqliteMetaStore;
+
+    fn event_at(at_ms: i64) -> Event {
+        let mut e = Event::new(EventKind::LoginFailed, &Actor::default());
+        e.at_ms = at_ms;
+        e
+    }
+
+    #[tokio::test]
+    async fn pruning_keeps_what_a_webhook_has_yet_to_deliver() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteMetaStore::open(&dir.path().join("meta.db"))
+            .await
+            .unwrap();
+        let batch = |times: &[i64]| EventBatch {
+            events: times.iter().map(|&t| event_at(t)).collect(),
+            pulls: Vec::new(),
+        };
+        store.record_events(&batch(&[1_000, 2_000])).await.unwrap();
+        let hook = NewWebhook {
+            url: "http://127.0.0.1:9/".into(),
+            namespace: None,
+            kinds: Vec::new(),
+            format: WebhookFormat::Berth,
+            secret: "0123456789abcdef".into(),
+        };
+        let hook = store.add_webhook(&hook, 2_500).await.unwrap();
+        assert_eq!(
+            hook.cursor, 2,
+            "a new subscription starts after the newest event"
+        );
+        store.record_events(&batch(&[3_000, 4_000])).await.unwrap();
+        // Everything is older than the cut-off, but events 3 and 4 are not delivered yet.
+        assert_eq!(store.prune_events(10_000).await.unwrap(), 2);
+        let left: Vec<i64> = store
+            .events_after(0, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, [3, 4]);
+        store.webhook_advanced(hook.id, 4).await.unwrap();
+        assert_eq!(
+            store.prune_events(3_500).await.unwrap(),
+            1,
+            "only older than the cut-off"
+        );
+        let left: Vec<i64> = store
+            .events_after(0, None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, [4]);
+        // Ids are never reused after pruning (webhook cursors point into them).
+        store.record_events(&batch(&[5_000])).await.unwrap();
+        assert_eq!(store.last_event_id().await.unwrap(), 5);
+    }
+}
