@@ -565,6 +565,48 @@ auth_immutable_tag() {
   dpush "$AREG/imm/app:latest" "$T/imm3.out"
 }
 
+# berth_cli ARGS...: the berth CLI against the auth registry, as the admin.
+berth_cli() {
+  BERTH_SERVER="http://$AREG" BERTH_USERNAME=admin BERTH_PASSWORD="$APW" \
+    BERTH_LOGIN_FILE="$T/berth-login.json" timeout "$CMD_TIMEOUT" "$E2E_BERTH" "$@"
+}
+
+# pushed_digest FILE: the digest docker push printed.
+pushed_digest() { sed -n 's/.*digest: \(sha256:[0-9a-f]*\).*/\1/p' "$1" | tail -n 1; }
+
+# The 2 AM incident: latest is overwritten between two nodes' pulls; berth shows who got
+# which digest, the move and who made it, and puts the tag back in one command.
+auth_incident_replay() {
+  echo "$APW" | d login --username admin --password-stdin "$AREG"
+  d tag "$DREPO1:v1" "$AREG/pay/api:latest"
+  dpush "$AREG/pay/api:latest" "$T/pay1.out"
+  local old new; old=$(pushed_digest "$T/pay1.out")
+  d pull "$AREG/pay/api:latest"                       # node 1: docker, from 127.0.0.1
+  d tag "$DREPO2:v1" "$AREG/pay/api:latest"
+  dpush "$AREG/pay/api:latest" "$T/pay2.out"          # the overwrite
+  new=$(pushed_digest "$T/pay2.out")
+  [ -n "$old" ] && [ -n "$new" ] && [ "$old" != "$new" ] || fail "push digests '$old' '$new'"
+  curl -sS -f --interface 127.0.0.3 -u "admin:$APW" -o /dev/null \
+    -H 'accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://$AREG/v2/pay/api/manifests/latest"        # node 2: from 127.0.0.3
+  sleep 1.5                                           # pull counts are written once a second
+  berth_cli tag pulls pay/api latest --since 1h
+  berth_cli tag pulls pay/api latest --since 1h --json >"$T/pulls.json"
+  expect_eq "digests served for pay/api:latest" "$(json "$T/pulls.json" '[x["digest"] for x in d["digests"]]')" "['$new', '$old']"
+  expect_eq "client of the new digest" "$(json "$T/pulls.json" '[c["client"] for c in d["digests"][0]["clients"]]')" "['127.0.0.3']"
+  expect_eq "client of the old digest" "$(json "$T/pulls.json" '[c["client"] for c in d["digests"][1]["clients"]]')" "['127.0.0.1']"
+  json "$T/pulls.json" 'd["digests"][1]["clients"][0]["user_agent"]' | grep -q docker ||
+    fail "docker's pull is not recorded with docker's user agent"
+  berth_cli tag history pay/api latest
+  berth_cli audit --repository pay/api --kind tag.overwritten --json >"$T/audit.json"
+  expect_eq "recorded overwrite" "$(json "$T/audit.json" '[(e["previous_digest"], e["digest"], e["actor"]["account"]) for e in d["events"]]')" "[('$old', '$new', 'admin')]"
+  berth_cli tag restore pay/api latest --previous
+  local served; served=$(curl -sS -I -u "admin:$APW" \
+    -H 'accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://$AREG/v2/pay/api/manifests/latest" | tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: //p')
+  expect_eq "pay/api:latest after restore" "$served" "$old"
+}
+
 auth_anonymous_public_only() {
   admin_api PUT /api/v1/namespaces/pub '{"visibility":"public"}'
   d logout "$AREG"
@@ -675,6 +717,7 @@ if [ -n "$AREG" ]; then
   check "auth: robot account pushes with its secret, is denied outside its grant" auth_robot_push
   check "auth: a reader pulls but its push is denied (docker prints it), nothing changes" auth_reader_denied
   check "immutable: docker's push over an immutable tag is denied, the tag serves the old digest, latest still moves" auth_immutable_tag
+  check "events: overwrite between two nodes' pulls; tag pulls shows both digests by client, audit the move, restore puts it back" auth_incident_replay
   check "auth: anonymous pull of a public namespace works, of a private one does not" auth_anonymous_public_only
 fi
 

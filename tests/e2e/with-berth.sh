@@ -74,7 +74,7 @@ taddr=$(wait_addr tls)
 echo "berth (pid $pid) listening on $addr; berth with auth (pid $apid) on $aaddr; with HTTPS (pid $tpid) on $taddr"
 
 status=0
-E2E_AUTH_REG="$aaddr" E2E_AUTH_PASSWORD="$password" E2E_TLS_REG="$taddr" E2E_TLS_CA="$tls/ca.crt" \
+E2E_BERTH="$BERTH" E2E_AUTH_REG="$aaddr" E2E_AUTH_PASSWORD="$password" E2E_TLS_REG="$taddr" E2E_TLS_CA="$tls/ca.crt" \
   bash "$here/real-clients.sh" "$addr" || status=$?
 if [ "$status" -ne 0 ]; then
   for name in open auth tls; do
