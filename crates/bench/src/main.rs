@@ -48,6 +48,11 @@ struct Args {
     /// rates with a bearer token), to measure what authentication costs.
     #[arg(long)]
     auth_cost: bool,
+    /// Also run another berth binary (e.g. built from an earlier commit) as `baseline`,
+    /// between Distribution and berth, so the table shows berth / baseline: what a change
+    /// costs or saves, measured in the same run.
+    #[arg(long, value_name = "BERTH_BINARY")]
+    baseline: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -64,8 +69,14 @@ async fn main() -> anyhow::Result<()> {
             let distribution = Target::distribution(&args.distribution)
                 .await
                 .context("starting the Distribution registry")?;
-            let berth = Target::berth(&args.berth).await.context("starting berth")?;
-            let mut targets = vec![distribution, berth];
+            let mut targets = vec![distribution];
+            if let Some(bin) = &args.baseline {
+                let baseline = Target::start_berth(bin, "baseline", None)
+                    .await
+                    .context("starting the baseline berth")?;
+                targets.push(baseline);
+            }
+            targets.push(Target::berth(&args.berth).await.context("starting berth")?);
             if args.auth_cost {
                 let with_auth = Target::berth_with_auth(&args.berth)
                     .await
@@ -124,7 +135,8 @@ fn print_table(targets: &[Target], rows: &[(String, Vec<Figure>)]) {
     for t in targets {
         print!(" {} |", t.name);
     }
-    // Ratios: berth / distribution, and with --auth-cost berth+auth / berth.
+    // Ratios of each target to the one before it: baseline / distribution, berth /
+    // baseline (or distribution), berth+auth / berth.
     let ratios: Vec<(usize, usize)> = (1..targets.len()).map(|i| (i, i - 1)).collect();
     for &(a, b) in &ratios {
         print!(" {} / {} |", targets[a].name, targets[b].name);

@@ -125,7 +125,8 @@ impl Target {
         Target::start_berth(bin, "berth+auth", Some(credentials)).await
     }
 
-    async fn start_berth(
+    /// Starts a berth binary named `name` in the table (open, or requiring `credentials`).
+    pub async fn start_berth(
         bin: &Path,
         name: &'static str,
         credentials: Option<(String, String)>,
