@@ -99,7 +99,9 @@ impl AdminClient {
 
     /// A client for `server` without credentials (for `berth login` itself).
     pub fn connect_anonymous(server: Option<&str>) -> anyhow::Result<AdminClient> {
+        // Named in tag history and the audit log like any other client.
         let http = reqwest::Client::builder()
+            .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("building the HTTP client")?;
         Ok(AdminClient {

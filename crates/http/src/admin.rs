@@ -535,7 +535,7 @@ async fn tag_history(State(state): State<AppState>, req: Request) -> ApiResult {
         Tag::parse(q.get("tag").unwrap_or("")).map_err(berth_registry::RegistryError::from)?;
     let caller = state.auth.caller(&parts).await?;
     let need = crate::auth::Required::Repo(repo.clone(), berth_registry::access::Action::Pull);
-    state.auth.authorize(&caller, &need, &parts).await?;
+    state.auth.authorize_account(&caller, &need, &parts).await?;
     if let Some(at) = q.get("at") {
         let when = humantime::parse_rfc3339_weak(at).map_err(|e| {
             bad_request(format!(
@@ -702,7 +702,7 @@ async fn tag_restore(State(state): State<AppState>, req: Request) -> ApiResult {
     };
     let caller = state.auth.caller(&parts).await?;
     let need = crate::auth::Required::Repo(repo.clone(), berth_registry::access::Action::Push);
-    state.auth.authorize(&caller, &need, &parts).await?;
+    state.auth.authorize_account(&caller, &need, &parts).await?;
     let actor = state.auth.actor(&caller, &parts);
     let digest = state
         .registry

@@ -345,6 +345,40 @@ impl Auth {
         Ok(account)
     }
 
+    /// [`Auth::authorize`] for the admin API, where a bearer token stands for its account:
+    /// the CLI's tokens (from `berth login`) carry no repository scopes, so the account's
+    /// own access decides, as it does for Basic credentials.
+    pub async fn authorize_account(
+        &self,
+        caller: &Caller,
+        need: &Required,
+        parts: &Parts,
+    ) -> Result<(), ApiError> {
+        let (Caller::Token(claims), Required::Repo(repo, action)) = (caller, need) else {
+            return self.authorize(caller, need, parts).await;
+        };
+        if claims.sub.is_empty() {
+            return self.authorize(caller, need, parts).await;
+        }
+        let principal = self.principal_named(&claims.sub).await?;
+        if self
+            .accounts
+            .allowed(&principal, repo)
+            .await?
+            .contains(Actions::of(*action))
+        {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            ErrorCode::Denied,
+            format!(
+                "{} may not do this: {} access to {repo} is required",
+                claims.sub,
+                action.as_str()
+            ),
+        ))
+    }
+
     /// Hands failed logins to the registry's event stream from now on.
     pub fn report_to(&self, events: Arc<EventBuffer>) {
         let _ = self.events.set(events);

@@ -89,7 +89,7 @@ async fn tag_pulls(State(state): State<AppState>, req: Request) -> ApiResult {
 async fn authorize_pull(state: &AppState, parts: &Parts, repo: &RepoName) -> Result<(), ApiError> {
     let caller = state.auth.caller(parts).await?;
     let need = crate::auth::Required::Repo(repo.clone(), Action::Pull);
-    state.auth.authorize(&caller, &need, parts).await
+    state.auth.authorize_account(&caller, &need, parts).await
 }
 
 /// Groups per-client rows by digest, the digest pulled most recently first.

@@ -53,7 +53,8 @@ async fn can_log_in(s: &Server, user: &str, password: &str) -> bool {
 
 #[tokio::test]
 async fn an_operator_session_with_the_admin_cli() {
-    let s = Server::start_with(&[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
+    let mut s = Server::start_with(&[("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)]);
+    s.authorization = Some(crate::auth::admin());
     let dir = tempfile::tempdir().unwrap();
     let login = dir.path().join("login.json");
     let run = |args: &[&str], stdin: &str| berth(&s, &login, args, stdin);
@@ -130,6 +131,22 @@ async fn an_operator_session_with_the_admin_cli() {
     assert!(ok, "{out}");
     assert!(!can_log_in(&s, "ann", "ann-pass-123").await);
     assert!(can_log_in(&s, "ann", "ann-pass-456").await);
+    // Repository-level admin commands work with the stored login too (its tokens carry no
+    // repository scopes: the account's own access decides).
+    let (first, _) = s.push_image("team/app", "v1", b"layer").await;
+    s.push_image("team/app", "v1", b"layer two").await;
+    let (ok, out) = run(&["tag", "pulls", "team/app", "v1", "--json"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["tag", "restore", "team/app", "v1", "--previous"], "");
+    assert!(ok && out.contains(&first), "{out}");
+    let (ok, out) = run(&["tag", "history", "team/app", "v1", "--json"], "");
+    assert!(ok, "{out}");
+    let history: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(history["events"].as_array().unwrap().len(), 3, "{out}");
+    assert_eq!(history["events"][0]["new"], first.as_str());
+    assert_eq!(history["events"][0]["account"], "admin");
+    assert_eq!(history["events"][0]["user_agent"], "berth-cli/0.1.0");
+
     assert!(run(&["member", "remove", "team", "ann"], "").0);
     assert!(run(&["user", "remove", "ann"], "").0);
     assert!(!can_log_in(&s, "ann", "ann-pass-456").await);
