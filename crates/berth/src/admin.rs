@@ -315,7 +315,7 @@ fn read_secret_line(what: &str) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-fn print(remote: &Remote, answer: &Value, human: impl FnOnce(&Value)) {
+pub(crate) fn print(remote: &Remote, answer: &Value, human: impl FnOnce(&Value)) {
     if remote.json {
         println!(
             "{}",

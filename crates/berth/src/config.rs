@@ -53,6 +53,42 @@ pub struct FileConfig {
     pub events: Option<EventsFileConfig>,
     /// `[webhooks]`: the retry policy of webhook deliveries.
     pub webhooks: Option<WebhooksFileConfig>,
+    /// `[gc]`: scheduled garbage collection.
+    pub gc: Option<GcFileConfig>,
+}
+
+/// `[gc]` in `berth.toml`.
+#[derive(Deserialize, Serialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct GcFileConfig {
+    /// Minutes between two scheduled runs; 0 turns scheduled collection off. Default 60.
+    pub interval_minutes: Option<u64>,
+    /// Minutes a blob or manifest is left alone after it was stored or linked. Default 60.
+    pub grace_minutes: Option<u64>,
+    /// Whether scheduled runs also remove untagged manifests nothing depends on. Default false.
+    pub delete_untagged: Option<bool>,
+}
+
+/// Effective `[gc]` settings.
+#[derive(Serialize, Debug, Clone)]
+pub struct GcConfig {
+    /// Minutes between scheduled runs (0: none).
+    pub interval_minutes: u64,
+    /// Grace period in minutes.
+    pub grace_minutes: u64,
+    /// Whether scheduled runs remove untagged manifests.
+    pub delete_untagged: bool,
+}
+
+impl GcFileConfig {
+    /// The effective settings (every value has a default).
+    pub fn settings(self) -> GcConfig {
+        GcConfig {
+            interval_minutes: self.interval_minutes.unwrap_or(60),
+            grace_minutes: self.grace_minutes.unwrap_or(60),
+            delete_untagged: self.delete_untagged.unwrap_or(false),
+        }
+    }
 }
 
 /// `[auth]` in `berth.toml`.
@@ -116,7 +152,7 @@ impl RateLimitFileConfig {
 #[derive(Deserialize, Serialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct EventsFileConfig {
-    /// Days events are kept (audit log, tag history, webhook backlog); default 90.
+    /// Days the audit log, pull records and delivery log are kept; default 90.
     pub keep_days: Option<u64>,
 }
 
@@ -238,6 +274,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// Webhook retry policy.
     pub webhooks: WebhooksConfig,
+    /// Scheduled garbage collection.
+    pub gc: GcConfig,
 }
 
 /// Effective `[events]` settings.
@@ -328,6 +366,7 @@ impl StoreArgs {
             },
             rate_limit: file.rate_limit.unwrap_or_default().settings()?,
             events: file.events.unwrap_or_default().settings()?,
+            gc: file.gc.unwrap_or_default().settings(),
             webhooks: file.webhooks.unwrap_or_default().settings(
                 env_var(FIRST_BACKOFF_ENV).as_deref(),
                 env_var(MAX_BACKOFF_ENV).as_deref(),

@@ -7,6 +7,7 @@ mod config;
 mod fsck;
 mod memory;
 mod serve;
+mod storage_cmd;
 mod tls;
 
 use std::process::ExitCode;
@@ -85,6 +86,8 @@ enum Command {
     /// Import accounts from an htpasswd file.
     #[command(subcommand)]
     Htpasswd(admin::HtpasswdCommand),
+    /// Garbage collection now: unreferenced blobs, optionally untagged manifests.
+    Gc(storage_cmd::GcArgs),
 }
 
 fn main() -> ExitCode {
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
             Command::Audit(args) => admin::audit(&cli.remote, args).await,
             Command::Webhook(cmd) => admin::webhook(&cli.remote, cmd).await,
             Command::Htpasswd(cmd) => admin::htpasswd(&cli.remote, cmd).await,
+            Command::Gc(args) => storage_cmd::gc(&cli.remote, args).await,
         }
     });
     match result {

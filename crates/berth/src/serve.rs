@@ -53,6 +53,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(expire_uploads(registry.clone(), expiry));
     tokio::spawn(crate::memory::release_free_memory());
     tokio::spawn(prune_events(registry.clone(), config.events.keep_days));
+    if config.gc.interval_minutes > 0 {
+        tokio::spawn(collect_garbage(registry.clone(), config.gc.clone()));
+    }
     let (stop_flushing, flush_stopped) = tokio::sync::oneshot::channel();
     let flusher = tokio::spawn(flush_events(registry.clone(), flush_stopped));
     let notifier = HttpNotifier::new().context("building the webhook HTTP client")?;
@@ -312,6 +315,37 @@ async fn prune_events(registry: Arc<Registry>, keep_days: u64) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, keep_days, "pruned old events"),
             Err(e) => tracing::warn!(error = %e, "could not prune old events"),
+        }
+    }
+}
+
+/// Runs garbage collection every `[gc] interval_minutes`, the first run one interval after
+/// start.
+async fn collect_garbage(registry: Arc<Registry>, gc: crate::config::GcConfig) {
+    let interval = Duration::from_secs(gc.interval_minutes.saturating_mul(60));
+    let opts = berth_registry::gc::GcOptions {
+        grace: Duration::from_secs(gc.grace_minutes.saturating_mul(60)),
+        dry_run: false,
+        delete_untagged: gc.delete_untagged,
+    };
+    let actor = berth_registry::Actor {
+        account: Some("berth-gc".to_owned()),
+        client: None,
+        user_agent: None,
+    };
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match registry.collect_garbage(&opts, &actor).await {
+            Ok(r) => tracing::info!(
+                manifests = r.manifests.len(),
+                blobs = r.blobs,
+                bytes = r.bytes,
+                ms = r.elapsed.as_millis() as u64,
+                "garbage collection"
+            ),
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
         }
     }
 }

@@ -55,6 +55,7 @@ pub fn routes() -> Router<AppState> {
             delete(remove_immutability_rule),
         )
         .merge(crate::events_api::routes())
+        .merge(crate::storage_api::routes())
         .route("/api/v1/namespaces", get(list_namespaces))
         .route("/api/v1/namespaces/{ns}", put(set_namespace))
         .route(
@@ -115,7 +116,7 @@ async fn admin_caller(state: &AppState, parts: &Parts) -> Result<Admin, ApiError
     })
 }
 
-fn require_registry_admin(who: &Admin) -> Result<(), ApiError> {
+pub(crate) fn require_registry_admin(who: &Admin) -> Result<(), ApiError> {
     if who.registry_admin {
         Ok(())
     } else {

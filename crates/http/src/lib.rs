@@ -15,6 +15,7 @@ mod manifests;
 pub mod metrics;
 mod query;
 pub mod ratelimit;
+mod storage_api;
 pub mod token;
 mod token_endpoint;
 mod uploads;

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod events;
+mod gc;
 mod migrations;
 mod sqlite;
 mod writer;

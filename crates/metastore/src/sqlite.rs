@@ -31,9 +31,16 @@ pub(crate) fn db_err(e: sqlx::Error) -> StorageError {
     StorageError::Backend(format!("metadata database: {e}"))
 }
 
-fn parse_digest(s: &str) -> StoreResult<Digest> {
+pub(crate) fn parse_digest(s: &str) -> StoreResult<Digest> {
     s.parse()
         .map_err(|e| StorageError::Backend(format!("corrupt digest {s:?} in database: {e}")))
+}
+
+/// A repository name read back from the database.
+pub(crate) fn parse_repo(s: &str) -> StoreResult<RepoName> {
+    RepoName::parse(s).map_err(|e| {
+        StorageError::Backend(format!("corrupt repository name {s:?} in database: {e}"))
+    })
 }
 
 /// Metadata in an embedded SQLite database.
@@ -91,12 +98,16 @@ async fn insert_link(
     repo_id: i64,
     digest: &Digest,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(repo_id)
-        .bind(digest.as_str())
-        .bind(unix_now())
-        .execute(&mut *conn)
-        .await?;
+    // A fresh link restarts the garbage collector's grace period for the blob.
+    sqlx::query(
+        "INSERT INTO repo_blobs (repo_id, digest, linked_at) VALUES ($1, $2, $3)
+         ON CONFLICT (repo_id, digest) DO UPDATE SET linked_at = excluded.linked_at",
+    )
+    .bind(repo_id)
+    .bind(digest.as_str())
+    .bind(unix_now())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

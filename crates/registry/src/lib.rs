@@ -10,7 +10,9 @@ mod cache;
 pub mod error;
 pub mod events;
 pub mod fsck;
+pub mod gc;
 pub mod immutability;
+pub mod lifecycle;
 pub mod ports;
 pub mod service;
 pub mod types;
@@ -18,6 +20,8 @@ mod uploads;
 pub mod webhooks;
 
 pub use error::RegistryError;
-pub use ports::{AccountStore, BlobStore, ByteStream, EventStore, MetaStore, StorageError};
+pub use ports::{
+    AccountStore, BlobStore, ByteStream, EventStore, GcStore, MetaStore, StorageError,
+};
 pub use service::Registry;
 pub use types::*;

@@ -93,7 +93,7 @@ pub trait BlobStore: Send + Sync {
 /// Invariant: every multi-row change is one transaction, so a crash leaves either the old
 /// state or the new one.
 #[async_trait]
-pub trait MetaStore: EventStore + Send + Sync {
+pub trait MetaStore: EventStore + GcStore + Send + Sync {
     /// Checks that the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
     /// Records a new upload session.
@@ -231,6 +231,41 @@ pub trait EventStore: Send + Sync {
     async fn record_delivery(&self, d: &DeliveryRecord) -> StoreResult<()>;
     /// A subscription's delivery log, newest first.
     async fn deliveries(&self, webhook_id: i64, limit: u32) -> StoreResult<Vec<DeliveryRecord>>;
+}
+
+/// What the garbage collector asks of the metadata store.
+///
+/// Invariant: a claim re-checks, inside its own transaction, everything that made a blob
+/// or manifest a candidate, so a push that committed in between always wins.
+#[async_trait]
+pub trait GcStore: Send + Sync {
+    /// Blobs after `after` (digest order), at most `limit`, that no manifest references and
+    /// that were stored and last linked into a repository before `cutoff` (unix seconds).
+    async fn unreferenced_blobs(
+        &self,
+        cutoff: i64,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> StoreResult<Vec<(Digest, u64)>>;
+    /// Removes a blob's row and links if it is still a candidate; the repositories it was
+    /// linked into (for cache invalidation), or `None` when it is no longer a candidate.
+    async fn claim_unreferenced_blob(
+        &self,
+        digest: &Digest,
+        cutoff: i64,
+    ) -> StoreResult<Option<Vec<RepoName>>>;
+    /// Manifests pushed before `cutoff` with no tag, not listed by an index of their
+    /// repository and not a referrer of a manifest still present there.
+    async fn untagged_manifests(&self, cutoff: i64) -> StoreResult<Vec<(RepoName, Digest)>>;
+    /// Deletes such a manifest if it still is one (recording a `delete` event by `actor`);
+    /// false when it changed meanwhile (tagged, listed, or gone).
+    async fn delete_untagged_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        cutoff: i64,
+        actor: &Actor,
+    ) -> StoreResult<bool>;
 }
 
 /// Accounts, namespaces and memberships (access control's tables).

@@ -13,6 +13,7 @@ use crate::error::{RegistryError, Result};
 use crate::events::{
     AuditQuery, ClientPulls, Event, EventBuffer, EventKind, PulledManifest, StoredEvent,
 };
+use crate::gc::DigestLocks;
 use crate::immutability::{ImmutabilityRule, protecting};
 use crate::ports::{BlobStore, ByteStream, MetaStore, StorageError};
 use crate::types::*;
@@ -58,11 +59,15 @@ pub struct BlobInfo {
 
 /// The registry service shared by every request.
 pub struct Registry {
-    blobs: Arc<dyn BlobStore>,
-    meta: Arc<dyn MetaStore>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) meta: Arc<dyn MetaStore>,
     uploads: UploadTable,
-    cache: HotCache,
+    pub(crate) cache: HotCache,
     events: Arc<EventBuffer>,
+    /// Held by a blob's commit and by the garbage collector's deletion of it.
+    pub(crate) digest_locks: DigestLocks,
+    /// One garbage collection at a time.
+    pub(crate) gc_running: tokio::sync::Mutex<()>,
 }
 
 /// Most bytes of a refused chunk read and thrown away, so the client can read the refusal.
@@ -110,6 +115,8 @@ impl Registry {
             uploads: UploadTable::default(),
             cache: HotCache::new(),
             events: Arc::default(),
+            digest_locks: DigestLocks::default(),
+            gc_running: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -306,10 +313,14 @@ impl Registry {
                 "uploaded content has digest {computed}, not {digest}; the upload was discarded"
             )));
         }
-        self.blobs.commit_upload(id, digest).await?;
-        self.meta
-            .record_blob(repo, digest, hs.offset, Some(id))
-            .await?;
+        {
+            // From the file's rename to its row, the garbage collector keeps off this digest.
+            let _digest = self.digest_locks.lock(digest).await;
+            self.blobs.commit_upload(id, digest).await?;
+            self.meta
+                .record_blob(repo, digest, hs.offset, Some(id))
+                .await?;
+        }
         *state = None;
         drop(state);
         self.uploads.remove(id);

@@ -133,6 +133,29 @@ impl Server {
         }
     }
 
+    /// Sends `body` as JSON with `method` to `path`; the status and the parsed answer
+    /// (`null` when it is not JSON).
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let res = self
+            .req(method, path)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// Pushes a blob with POST + PUT; returns its digest.
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
         let digest = sha256(bytes);

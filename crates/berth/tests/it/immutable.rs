@@ -8,15 +8,11 @@ use crate::auth::{ADMIN_PASSWORD, admin_cli, secured};
 use crate::harness::*;
 
 async fn add_rule(s: &Server, body: Value) -> Value {
-    let res = s
-        .req(Method::POST, "/api/v1/immutability-rules")
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    res.json().await.unwrap()
+    let (status, rule) = s
+        .send_json(Method::POST, "/api/v1/immutability-rules", &body)
+        .await;
+    assert_eq!(status, 201, "{rule}");
+    rule
 }
 
 async fn resolve(s: &Server, repo: &str, tag: &str) -> Option<String> {

@@ -12,6 +12,7 @@ mod crash;
 mod events;
 mod events_cli;
 mod fsck;
+mod gc;
 mod immutable;
 mod ratelimit;
 mod smoke;

@@ -136,17 +136,9 @@ fn verified(deliveries: &[Received], secret: &str) -> Vec<Value> {
 }
 
 async fn subscribe(s: &Server, body: Value) -> Value {
-    let res = s
-        .req(Method::POST, "/api/v1/webhooks")
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    let text = res.text().await.unwrap();
-    assert_eq!(status, 201, "{text}");
-    serde_json::from_str(&text).unwrap()
+    let (status, hook) = s.send_json(Method::POST, "/api/v1/webhooks", &body).await;
+    assert_eq!(status, 201, "{hook}");
+    hook
 }
 
 /// Waits up to 15 s for `path` to have received `n` requests.
