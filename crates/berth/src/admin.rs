@@ -1061,7 +1061,7 @@ fn short_time(v: &Value) -> String {
 }
 
 /// `path?k=v&…` with the values percent-encoded (just `path` without parameters).
-fn with_query(path: &str, query: &[(&str, &str)]) -> String {
+pub(crate) fn with_query(path: &str, query: &[(&str, &str)]) -> String {
     if query.is_empty() {
         return path.to_owned();
     }

@@ -88,6 +88,9 @@ enum Command {
     Htpasswd(admin::HtpasswdCommand),
     /// Garbage collection now: unreferenced blobs, optionally untagged manifests.
     Gc(storage_cmd::GcArgs),
+    /// Lifecycle policies in ECR's JSON: put, get, remove, preview, apply.
+    #[command(subcommand)]
+    Lifecycle(storage_cmd::LifecycleCommand),
 }
 
 fn main() -> ExitCode {
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
             Command::Webhook(cmd) => admin::webhook(&cli.remote, cmd).await,
             Command::Htpasswd(cmd) => admin::htpasswd(&cli.remote, cmd).await,
             Command::Gc(args) => storage_cmd::gc(&cli.remote, args).await,
+            Command::Lifecycle(cmd) => storage_cmd::lifecycle(&cli.remote, cmd).await,
         }
     });
     match result {

@@ -319,8 +319,8 @@ async fn prune_events(registry: Arc<Registry>, keep_days: u64) {
     }
 }
 
-/// Runs garbage collection every `[gc] interval_minutes`, the first run one interval after
-/// start.
+/// Every `[gc] interval_minutes` (the first time one interval after start): applies the
+/// lifecycle policies, then collects garbage.
 async fn collect_garbage(registry: Arc<Registry>, gc: crate::config::GcConfig) {
     let interval = Duration::from_secs(gc.interval_minutes.saturating_mul(60));
     let opts = berth_registry::gc::GcOptions {
@@ -337,6 +337,11 @@ async fn collect_garbage(registry: Arc<Registry>, gc: crate::config::GcConfig) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        match registry.apply_lifecycle_policies(&actor).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(images = n, "lifecycle policies expired images"),
+            Err(e) => tracing::warn!(error = %e, "lifecycle evaluation failed"),
+        }
         match registry.collect_garbage(&opts, &actor).await {
             Ok(r) => tracing::info!(
                 manifests = r.manifests.len(),

@@ -1,11 +1,14 @@
-//! Storage commands of the CLI (`berth gc`), clients of the admin API like the others.
+//! Storage commands of the CLI (`berth gc`, `berth lifecycle`), clients of the admin API
+//! like the others.
 
 use std::process::ExitCode;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::admin::{Remote, print};
+use anyhow::Context;
+
+use crate::admin::{Remote, print, with_query};
 use crate::client::{AdminClient, RequestBody};
 
 /// `berth gc`: removes blobs no manifest references, and with `--delete-untagged` untagged
@@ -37,6 +40,138 @@ pub async fn gc(remote: &Remote, args: GcArgs) -> anyhow::Result<ExitCode> {
         .await?;
     print(remote, &a, print_report);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `berth lifecycle …`: expiry rules in the JSON of ECR lifecycle policies, per repository
+/// or namespace.
+#[derive(clap::Subcommand, Debug)]
+pub enum LifecycleCommand {
+    /// Sets the policy of a repository or namespace from an ECR lifecycle policy file.
+    Put {
+        /// Repository or namespace.
+        scope: String,
+        /// The policy (JSON, as for `aws ecr put-lifecycle-policy`).
+        file: std::path::PathBuf,
+    },
+    /// Prints the policy of a repository or namespace, as it was put.
+    Get {
+        /// Repository or namespace.
+        scope: String,
+    },
+    /// Removes the policy of a repository or namespace.
+    Remove {
+        /// Repository or namespace.
+        scope: String,
+    },
+    /// Lists exactly what would expire now (or at `--at`), and why; changes nothing.
+    Preview {
+        /// Repository or namespace.
+        scope: String,
+        /// Evaluate as of this RFC 3339 time instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Evaluates now (or as of `--at`) and expires what the rules select.
+    Apply {
+        /// Repository or namespace.
+        scope: String,
+        /// Evaluate as of this RFC 3339 time instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+/// Runs `berth lifecycle …` against the server.
+pub async fn lifecycle(remote: &Remote, cmd: LifecycleCommand) -> anyhow::Result<ExitCode> {
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    match cmd {
+        LifecycleCommand::Put { scope, file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let path = with_query("/api/v1/lifecycle", &[("scope", &scope)]);
+            let a = c
+                .call(Method::PUT, &path, Some(RequestBody::Text(text)))
+                .await?;
+            print(remote, &a, |a| {
+                println!("lifecycle policy of {scope}:");
+                for rule in a["rules"].as_array().into_iter().flatten() {
+                    println!("  {}", rule.as_str().unwrap_or_default());
+                }
+            });
+        }
+        LifecycleCommand::Get { scope } => {
+            let path = with_query("/api/v1/lifecycle", &[("scope", &scope)]);
+            let a = c.call(Method::GET, &path, None).await?;
+            println!("{}", serde_json::to_string_pretty(&a)?);
+        }
+        LifecycleCommand::Remove { scope } => {
+            let path = with_query("/api/v1/lifecycle", &[("scope", &scope)]);
+            c.call(Method::DELETE, &path, None).await?;
+            println!("removed the lifecycle policy of {scope}");
+        }
+        LifecycleCommand::Preview { scope, at } => {
+            let a = evaluate(&c, "preview", &scope, at.as_deref()).await?;
+            print(remote, &a, |a| {
+                print_expiries(a, "expiries", "would expire")
+            });
+        }
+        LifecycleCommand::Apply { scope, at } => {
+            let a = evaluate(&c, "apply", &scope, at.as_deref()).await?;
+            print(remote, &a, |a| print_expiries(a, "expired", "expired"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `POST /api/v1/lifecycle/{action}?scope=…[&at=…]`.
+async fn evaluate(
+    c: &AdminClient,
+    action: &str,
+    scope: &str,
+    at: Option<&str>,
+) -> anyhow::Result<Value> {
+    let mut query = vec![("scope", scope)];
+    query.extend(at.map(|t| ("at", t)));
+    let path = with_query(&format!("/api/v1/lifecycle/{action}"), &query);
+    c.call(Method::POST, &path, None).await
+}
+
+/// One line per image: repository, digest, tags, and the rule's reason.
+fn print_expiries(a: &Value, key: &str, verb: &str) {
+    let list = a[key].as_array().cloned().unwrap_or_default();
+    for e in &list {
+        let tags: Vec<&str> = e["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let tags = if tags.is_empty() {
+            "untagged".to_owned()
+        } else {
+            tags.join(",")
+        };
+        println!(
+            "{} {}@{} ({tags}): {}",
+            verb,
+            e["repository"].as_str().unwrap_or_default(),
+            e["digest"].as_str().unwrap_or_default(),
+            e["reason"].as_str().unwrap_or_default()
+        );
+        for extra in e["removed"].as_array().into_iter().flatten().skip(1) {
+            println!(
+                "  with {} (kept only by it)",
+                extra.as_str().unwrap_or_default()
+            );
+        }
+    }
+    println!(
+        "{} image{} {verb} in {} as of {}",
+        list.len(),
+        if list.len() == 1 { "" } else { "s" },
+        a["scope"].as_str().unwrap_or_default(),
+        a["at"].as_str().unwrap_or_default()
+    );
 }
 
 fn print_report(a: &Value) {

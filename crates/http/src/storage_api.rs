@@ -1,20 +1,148 @@
-//! The admin API of storage health: garbage collection on demand (`POST /api/v1/gc`).
+//! The admin API of storage health: garbage collection on demand (`POST /api/v1/gc`) and
+//! lifecycle policies (`/api/v1/lifecycle`).
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use berth_oci::{Digest, RepoName};
+use berth_registry::access::Role;
 use berth_registry::gc::GcOptions;
+use berth_registry::retention::PlannedExpiry;
+use berth_registry::service::{unix_ms, unix_now_ms};
+use berth_registry::webhooks::rfc3339_ms;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::admin::{Admin, JsonBody, bad_request, require_registry_admin};
-use crate::error::ApiResult;
+use crate::admin::{Admin, JsonBody, bad_request, require_registry_admin, require_role};
+use crate::error::{ApiError, ApiResult};
+use crate::query::Query;
 use crate::{AppState, json_response};
 
 /// The routes of this module, merged into the admin API.
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/gc", post(collect_garbage))
+    Router::new()
+        .route("/api/v1/gc", post(collect_garbage))
+        .route(
+            "/api/v1/lifecycle",
+            get(get_policy).put(put_policy).delete(remove_policy),
+        )
+        .route("/api/v1/lifecycle/preview", post(preview))
+        .route("/api/v1/lifecycle/apply", post(apply))
+}
+
+/// Largest lifecycle policy accepted (ECR allows 30 KiB).
+const MAX_POLICY: usize = 64 * 1024;
+
+/// The `scope` (repository or namespace) of a lifecycle request, after checking the caller
+/// maintains its namespace (or administers the registry).
+async fn policy_scope(state: &AppState, who: &Admin, parts: &Parts) -> Result<RepoName, ApiError> {
+    let q = Query::of(parts);
+    let raw = q.get("scope").unwrap_or("");
+    let scope = RepoName::parse(raw).map_err(|e| {
+        bad_request(format!(
+            "scope={raw:?} must be a repository or namespace name: {e}"
+        ))
+    })?;
+    let ns = scope.as_str().split('/').next().unwrap_or("");
+    require_role(state, who, ns, Role::Maintainer, || {
+        format!(
+            "{} may not manage lifecycle policies of {scope}: maintainers of namespace {ns} or registry admins may",
+            who.name
+        )
+    })
+    .await?;
+    Ok(scope)
+}
+
+/// The moment to evaluate at: `at` (RFC 3339) or now.
+fn evaluation_time(parts: &Parts) -> Result<i64, ApiError> {
+    match Query::of(parts).get("at") {
+        None => Ok(unix_now_ms()),
+        Some(at) => humantime::parse_rfc3339_weak(at).map(unix_ms).map_err(|e| {
+            bad_request(format!(
+                "at={at:?} is not an RFC 3339 time ({e}), e.g. 2026-12-24T00:00:00Z"
+            ))
+        }),
+    }
+}
+
+/// `GET /api/v1/lifecycle?scope=S`: the policy exactly as it was put.
+async fn get_policy(State(state): State<AppState>, who: Admin, req: Request) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    let scope = policy_scope(&state, &who, &parts).await?;
+    let json = state.registry.lifecycle_policy(&scope).await?;
+    Ok(json_response(StatusCode::OK, json))
+}
+
+/// `PUT /api/v1/lifecycle?scope=S` with an ECR lifecycle policy as the body: validated
+/// (the error names the offending rule), then stored verbatim.
+async fn put_policy(State(state): State<AppState>, who: Admin, req: Request) -> ApiResult {
+    let (parts, body) = req.into_parts();
+    let scope = policy_scope(&state, &who, &parts).await?;
+    let bytes = axum::body::to_bytes(body, MAX_POLICY)
+        .await
+        .map_err(|_| bad_request(format!("a lifecycle policy is at most {MAX_POLICY} bytes")))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| bad_request("a lifecycle policy is UTF-8 JSON"))?;
+    let policy = state.registry.put_lifecycle_policy(&scope, text).await?;
+    let rules: Vec<String> = policy.rules().iter().map(ToString::to_string).collect();
+    let body = json!({ "scope": scope.as_str(), "rules": rules });
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+/// `DELETE /api/v1/lifecycle?scope=S`.
+async fn remove_policy(State(state): State<AppState>, who: Admin, req: Request) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    let scope = policy_scope(&state, &who, &parts).await?;
+    state.registry.remove_lifecycle_policy(&scope).await?;
+    Ok(json_response(StatusCode::NO_CONTENT, ""))
+}
+
+fn planned_json(p: &PlannedExpiry) -> Value {
+    json!({
+        "repository": p.repository.as_str(),
+        "digest": p.expiry.digest,
+        "tags": p.expiry.tags,
+        "rule_priority": p.expiry.rule_priority,
+        "reason": p.expiry.reason,
+    })
+}
+
+/// `POST /api/v1/lifecycle/preview?scope=S[&at=T]`: exactly what would expire (now, or at
+/// `at`) and why.
+async fn preview(State(state): State<AppState>, who: Admin, req: Request) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    let scope = policy_scope(&state, &who, &parts).await?;
+    let at = evaluation_time(&parts)?;
+    let planned = state.registry.lifecycle_preview(&scope, at).await?;
+    let body = json!({
+        "scope": scope.as_str(),
+        "at": rfc3339_ms(at),
+        "expiries": planned.iter().map(planned_json).collect::<Vec<_>>(),
+    });
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+/// `POST /api/v1/lifecycle/apply?scope=S[&at=T]`: evaluates and expires; answers what was
+/// deleted, each image with the children and referrers only it kept.
+async fn apply(State(state): State<AppState>, who: Admin, req: Request) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    let scope = policy_scope(&state, &who, &parts).await?;
+    let at = evaluation_time(&parts)?;
+    let actor = state.auth.actor(&state.auth.caller(&parts).await?, &parts);
+    let expired = state.registry.lifecycle_apply(&scope, at, &actor).await?;
+    let expired: Vec<Value> = expired
+        .iter()
+        .map(|e| {
+            let mut v = planned_json(&e.planned);
+            v["removed"] = json!(e.removed.iter().map(Digest::as_str).collect::<Vec<_>>());
+            v
+        })
+        .collect();
+    let body = json!({ "scope": scope.as_str(), "at": rfc3339_ms(at), "expired": expired });
+    Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
 /// `POST /api/v1/gc` body; every field is optional.

@@ -138,6 +138,17 @@ impl EventStore for SqliteMetaStore {
                         .bind(p.user_agent.as_deref())
                         .execute(&mut *conn)
                         .await?;
+                        sqlx::query(
+                            "UPDATE manifests SET last_pulled_ms = $1
+                             WHERE digest = $2
+                               AND repo_id = (SELECT id FROM repositories WHERE name = $3)
+                               AND (last_pulled_ms IS NULL OR last_pulled_ms < $1)",
+                        )
+                        .bind(p.last_ms)
+                        .bind(&p.digest)
+                        .bind(&p.repository)
+                        .execute(&mut *conn)
+                        .await?;
                     }
                     Ok(())
                 })

@@ -6,6 +6,7 @@
 mod accounts;
 mod events;
 mod gc;
+mod lifecycle;
 mod migrations;
 mod sqlite;
 mod writer;

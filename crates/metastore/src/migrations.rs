@@ -37,6 +37,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "events",
         include_str!("../migrations/sqlite/0006_events.sql"),
     ),
+    (
+        7,
+        "lifecycle",
+        include_str!("../migrations/sqlite/0007_lifecycle.sql"),
+    ),
 ];
 
 /// A migrator for the SQLite schema.

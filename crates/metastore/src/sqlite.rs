@@ -247,6 +247,22 @@ async fn put_manifest_in(
     Ok(Ok(()))
 }
 
+/// The text column of the rows `sql` selects for the id bound to `$1` (e.g. the names of
+/// a manifest's tags).
+pub(crate) async fn texts_for(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    id: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query(sql)
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect()
+}
+
 /// The digest `tag` points to in repository `repo_id`.
 async fn tagged_digest(
     conn: &mut SqliteConnection,
@@ -266,17 +282,17 @@ async fn tagged_digest(
 }
 
 /// One change of a tag, for [`record_tag_event`].
-struct TagChange<'a> {
-    repo_id: i64,
-    repo: &'a RepoName,
-    tag: &'a str,
-    previous: Option<&'a str>,
-    new: Option<&'a str>,
+pub(crate) struct TagChange<'a> {
+    pub(crate) repo_id: i64,
+    pub(crate) repo: &'a RepoName,
+    pub(crate) tag: &'a str,
+    pub(crate) previous: Option<&'a str>,
+    pub(crate) new: Option<&'a str>,
 }
 
 /// Appends a tag event to the tag history and the event stream, in the caller's
 /// transaction (the change and its record commit together or not at all).
-async fn record_tag_event(
+pub(crate) async fn record_tag_event(
     conn: &mut SqliteConnection,
     change: &TagChange<'_>,
     actor: &Actor,
@@ -843,13 +859,8 @@ impl MetaStore for SqliteMetaStore {
                     if let Some(p) = parent {
                         return Ok(Some(Err(p.try_get::<String, _>(0)?)));
                     }
-                    let tags: Vec<String> = sqlx::query("SELECT name FROM tags WHERE manifest_id = $1")
-                        .bind(id)
-                        .fetch_all(&mut *conn)
-                        .await?
-                        .iter()
-                        .map(|r| r.try_get(0))
-                        .collect::<Result<_, _>>()?;
+                    let tags =
+                        texts_for(conn, "SELECT name FROM tags WHERE manifest_id = $1", id).await?;
                     for tag in &tags {
                         let change = TagChange {
                             repo_id,

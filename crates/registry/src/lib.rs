@@ -14,6 +14,7 @@ pub mod gc;
 pub mod immutability;
 pub mod lifecycle;
 pub mod ports;
+pub mod retention;
 pub mod service;
 pub mod types;
 mod uploads;
@@ -21,7 +22,8 @@ pub mod webhooks;
 
 pub use error::RegistryError;
 pub use ports::{
-    AccountStore, BlobStore, ByteStream, EventStore, GcStore, MetaStore, StorageError,
+    AccountStore, BlobStore, ByteStream, EventStore, GcStore, LifecycleStore, MetaStore,
+    StorageError,
 };
 pub use service::Registry;
 pub use types::*;

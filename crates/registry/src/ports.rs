@@ -93,7 +93,7 @@ pub trait BlobStore: Send + Sync {
 /// Invariant: every multi-row change is one transaction, so a crash leaves either the old
 /// state or the new one.
 #[async_trait]
-pub trait MetaStore: EventStore + GcStore + Send + Sync {
+pub trait MetaStore: EventStore + GcStore + LifecycleStore + Send + Sync {
     /// Checks that the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
     /// Records a new upload session.
@@ -266,6 +266,36 @@ pub trait GcStore: Send + Sync {
         cutoff: i64,
         actor: &Actor,
     ) -> StoreResult<bool>;
+}
+
+/// Lifecycle policies and what evaluating them needs.
+#[async_trait]
+pub trait LifecycleStore: Send + Sync {
+    /// Stores (or replaces) the policy of a repository or namespace, verbatim.
+    async fn put_lifecycle_policy(&self, scope: &str, json: &str, now_ms: i64) -> StoreResult<()>;
+    /// The policy stored for exactly this scope.
+    async fn lifecycle_policy(&self, scope: &str) -> StoreResult<Option<String>>;
+    /// Every stored policy, by scope.
+    async fn lifecycle_policies(&self) -> StoreResult<Vec<(String, String)>>;
+    /// Removes a scope's policy; false when it had none.
+    async fn remove_lifecycle_policy(&self, scope: &str) -> StoreResult<bool>;
+    /// Repositories named `scope` or inside it (`scope/…`), by name.
+    async fn repos_within(&self, scope: &str) -> StoreResult<Vec<RepoName>>;
+    /// The images of a repository as lifecycle rules see them: its manifests except index
+    /// children and referrers of a present subject (they go with their parent).
+    async fn lifecycle_images(&self, repo: &RepoName) -> StoreResult<Vec<StoredImage>>;
+    /// Deletes an expired image if its tags are still exactly `tags` (recording its tag
+    /// and delete events with `reason`), then the untagged manifests that only it kept:
+    /// children no other index lists, and referrers of anything deleted. Returns the
+    /// digests deleted, the image's first; empty when it changed meanwhile.
+    async fn expire_image(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        tags: &[String],
+        reason: &str,
+        actor: &Actor,
+    ) -> StoreResult<Vec<Digest>>;
 }
 
 /// Accounts, namespaces and memberships (access control's tables).

@@ -241,3 +241,16 @@ impl ByteRange {
         false
     }
 }
+
+/// A manifest as lifecycle evaluation sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredImage {
+    /// Manifest digest.
+    pub digest: Digest,
+    /// Tags pointing at it, by name.
+    pub tags: Vec<String>,
+    /// Unix seconds of its push.
+    pub pushed_at: i64,
+    /// Unix milliseconds of its latest pull (by tag or digest), if any.
+    pub last_pulled_ms: Option<i64>,
+}

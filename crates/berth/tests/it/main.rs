@@ -14,6 +14,7 @@ mod events_cli;
 mod fsck;
 mod gc;
 mod immutable;
+mod lifecycle;
 mod ratelimit;
 mod smoke;
 mod streaming;
