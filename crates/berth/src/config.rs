@@ -39,8 +39,9 @@ pub struct FileConfig {
     pub data: Option<PathBuf>,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_grace_secs: Option<u64>,
-    /// Hours after which an unfinished upload session is removed.
-    pub upload_expiry_hours: Option<u64>,
+    /// How long an upload session may go without receiving data before it is cancelled
+    /// and its data removed (`30m`, `24h`); default 24h.
+    pub upload_idle_timeout: Option<String>,
     /// TLS certificate chain (PEM); with `tls_key`, berth serves HTTPS.
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM) of `tls_cert`.
@@ -221,6 +222,25 @@ impl WebhooksFileConfig {
     }
 }
 
+/// Environment override of `upload_idle_timeout`.
+const UPLOAD_IDLE_ENV: &str = "BERTH_UPLOAD_IDLE_TIMEOUT";
+
+/// Parses `upload_idle_timeout` (default 24 h); at least one second.
+fn upload_idle_timeout(value: Option<&str>) -> anyhow::Result<u64> {
+    let Some(text) = value else {
+        return Ok(24 * 3600);
+    };
+    let d = humantime::parse_duration(text).map_err(|e| {
+        anyhow::anyhow!("upload_idle_timeout = {text:?} is not a duration ({e}), e.g. 30m or 24h")
+    })?;
+    if d.as_secs() == 0 {
+        anyhow::bail!(
+            "upload_idle_timeout = {text:?} would cancel uploads as they start; use at least 1s"
+        );
+    }
+    Ok(d.as_secs())
+}
+
 /// Default of `[events] keep_days`.
 const DEFAULT_KEEP_DAYS: u64 = 90;
 /// Default of `[webhooks] first_backoff_ms`.
@@ -260,8 +280,8 @@ pub struct Config {
     pub data: PathBuf,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_grace_secs: u64,
-    /// Hours after which an unfinished upload session is removed.
-    pub upload_expiry_hours: u64,
+    /// Seconds an upload session may stay idle before it is cancelled.
+    pub upload_idle_timeout_secs: u64,
     /// TLS certificate chain (PEM), when serving HTTPS.
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM), when serving HTTPS.
@@ -354,7 +374,11 @@ impl StoreArgs {
                 .or(file.data)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)),
             shutdown_grace_secs: file.shutdown_grace_secs.unwrap_or(30),
-            upload_expiry_hours: file.upload_expiry_hours.unwrap_or(24),
+            upload_idle_timeout_secs: upload_idle_timeout(
+                env_var(UPLOAD_IDLE_ENV)
+                    .or(file.upload_idle_timeout)
+                    .as_deref(),
+            )?,
             tls_cert: file.tls_cert,
             tls_key: file.tls_key,
             auth: AuthConfig {
@@ -410,6 +434,16 @@ pub async fn open_stores(data: &Path) -> anyhow::Result<(Arc<Registry>, Arc<Sqli
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_idle_timeout_defaults_to_a_day_and_refuses_zero() {
+        assert_eq!(upload_idle_timeout(None).unwrap(), 86_400);
+        assert_eq!(upload_idle_timeout(Some("30m")).unwrap(), 1800);
+        let zero = upload_idle_timeout(Some("0s")).unwrap_err().to_string();
+        assert!(zero.contains("at least 1s"), "{zero}");
+        let junk = upload_idle_timeout(Some("soon")).unwrap_err().to_string();
+        assert!(junk.contains("not a duration"), "{junk}");
+    }
 
     #[test]
     fn events_default_to_ninety_days_and_refuse_zero() {

@@ -91,6 +91,11 @@ enum Command {
     /// Lifecycle policies in ECR's JSON: put, get, remove, preview, apply.
     #[command(subcommand)]
     Lifecycle(storage_cmd::LifecycleCommand),
+    /// Byte limits per namespace: set, get, remove.
+    #[command(subcommand)]
+    Quota(storage_cmd::QuotaCommand),
+    /// Bytes used per namespace, or per repository of one namespace.
+    Usage(storage_cmd::UsageArgs),
 }
 
 fn main() -> ExitCode {
@@ -133,6 +138,8 @@ fn main() -> ExitCode {
             Command::Htpasswd(cmd) => admin::htpasswd(&cli.remote, cmd).await,
             Command::Gc(args) => storage_cmd::gc(&cli.remote, args).await,
             Command::Lifecycle(cmd) => storage_cmd::lifecycle(&cli.remote, cmd).await,
+            Command::Quota(cmd) => storage_cmd::quota(&cli.remote, cmd).await,
+            Command::Usage(args) => storage_cmd::usage(&cli.remote, args).await,
         }
     });
     match result {

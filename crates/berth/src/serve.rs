@@ -49,7 +49,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let (registry, meta) = open_stores(&config.data).await?;
     let auth = crate::auth::start(&config, meta).await?;
-    let expiry = Duration::from_secs(config.upload_expiry_hours * 3600);
+    let expiry = Duration::from_secs(config.upload_idle_timeout_secs);
     tokio::spawn(expire_uploads(registry.clone(), expiry));
     tokio::spawn(crate::memory::release_free_memory());
     tokio::spawn(prune_events(registry.clone(), config.events.keep_days));
@@ -237,9 +237,11 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Removes upload sessions older than `expiry`, at start and then hourly.
+/// Cancels upload sessions idle for longer than `expiry`, at start and then every quarter
+/// of `expiry` (at least every second, at most every hour).
 async fn expire_uploads(registry: Arc<Registry>, expiry: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let every = (expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let before = unix_now() - expiry.as_secs() as i64;

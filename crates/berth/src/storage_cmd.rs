@@ -1,5 +1,5 @@
-//! Storage commands of the CLI (`berth gc`, `berth lifecycle`), clients of the admin API
-//! like the others.
+//! Storage commands of the CLI (`berth gc`, `berth lifecycle`, `berth quota`, `berth
+//! usage`), clients of the admin API like the others.
 
 use std::process::ExitCode;
 
@@ -25,6 +25,97 @@ pub struct GcArgs {
     /// Leave alone what was stored, linked or pushed more recently than this (default 1h).
     #[arg(long, value_name = "DURATION")]
     grace: Option<String>,
+}
+
+/// `berth quota …`: byte limits per namespace over the unique blobs its images reference.
+#[derive(clap::Subcommand, Debug)]
+pub enum QuotaCommand {
+    /// Sets a namespace's limit, e.g. `10GiB`, `500MB` (registry admins).
+    Set {
+        /// Namespace.
+        namespace: String,
+        /// The limit.
+        size: String,
+    },
+    /// Shows a namespace's limit and what is used.
+    Get {
+        /// Namespace.
+        namespace: String,
+    },
+    /// Removes a namespace's limit.
+    Remove {
+        /// Namespace.
+        namespace: String,
+    },
+}
+
+/// `berth usage [namespace]`: bytes used per namespace, or per repository of one.
+#[derive(clap::Args, Debug)]
+pub struct UsageArgs {
+    /// Only this namespace, with its repositories.
+    namespace: Option<String>,
+}
+
+/// Runs `berth quota …` against the server.
+pub async fn quota(remote: &Remote, cmd: QuotaCommand) -> anyhow::Result<ExitCode> {
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    let (method, namespace, body) = match cmd {
+        QuotaCommand::Set { namespace, size } => (
+            Method::PUT,
+            namespace,
+            Some(RequestBody::Json(json!({ "limit": size }))),
+        ),
+        QuotaCommand::Get { namespace } => (Method::GET, namespace, None),
+        QuotaCommand::Remove { namespace } => (Method::DELETE, namespace, None),
+    };
+    let removing = method == Method::DELETE;
+    let a = c
+        .call(method, &format!("/api/v1/quotas/{namespace}"), body)
+        .await?;
+    if removing {
+        println!("removed the quota of {namespace}");
+    } else {
+        print(remote, &a, print_usage_line);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `berth usage` against the server.
+pub async fn usage(remote: &Remote, args: UsageArgs) -> anyhow::Result<ExitCode> {
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    let path = match &args.namespace {
+        Some(ns) => with_query("/api/v1/usage", &[("namespace", ns)]),
+        None => "/api/v1/usage".to_owned(),
+    };
+    let a = c.call(Method::GET, &path, None).await?;
+    print(remote, &a, |a| match a["namespaces"].as_array() {
+        Some(all) => all.iter().for_each(print_usage_line),
+        None => {
+            print_usage_line(a);
+            for r in a["repositories"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<40} {}",
+                    r["repository"].as_str().unwrap_or_default(),
+                    r["used"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `payments  9.6 GiB of 10.0 GiB (96 %)`, or `… (no quota)`.
+fn print_usage_line(u: &Value) {
+    let used = u["used"].as_str().unwrap_or_default();
+    let name = u["namespace"].as_str().unwrap_or_default();
+    match (u["limit"].as_u64(), u["bytes"].as_u64()) {
+        (Some(limit), Some(bytes)) if limit > 0 => println!(
+            "{name:<24} {used} of {} ({} %)",
+            u["limit_text"].as_str().unwrap_or_default(),
+            bytes.saturating_mul(100) / limit
+        ),
+        _ => println!("{name:<24} {used} (no quota)"),
+    }
 }
 
 /// Runs `berth gc` against the server.
@@ -192,44 +283,7 @@ fn print_report(a: &Value) {
         if dry { "would remove" } else { "removed" },
         if manifests == 1 { "" } else { "s" },
         if blobs == 1 { "" } else { "s" },
-        human_bytes(bytes),
+        berth_registry::quota::format_size(bytes),
         a["elapsed_ms"].as_u64().unwrap_or(0)
     );
-}
-
-/// Bytes in the largest binary unit that keeps the number at least 1.
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn bytes_are_shown_in_binary_units() {
-        let shown: Vec<String> = [0, 1023, 1024, 1536, 412 * 1024 * 1024, 10 << 30]
-            .map(super::human_bytes)
-            .to_vec();
-        assert_eq!(
-            shown,
-            [
-                "0 B",
-                "1023 B",
-                "1.0 KiB",
-                "1.5 KiB",
-                "412.0 MiB",
-                "10.0 GiB"
-            ]
-        );
-    }
 }

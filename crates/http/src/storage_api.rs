@@ -1,14 +1,16 @@
 //! The admin API of storage health: garbage collection on demand (`POST /api/v1/gc`) and
-//! lifecycle policies (`/api/v1/lifecycle`).
+//! lifecycle policies (`/api/v1/lifecycle`), quotas (`/api/v1/quotas/{ns}`) and usage
+//! (`/api/v1/usage`).
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use berth_oci::{Digest, RepoName};
 use berth_registry::access::Role;
 use berth_registry::gc::GcOptions;
+use berth_registry::quota::{format_size, parse_size};
 use berth_registry::retention::PlannedExpiry;
 use berth_registry::service::{unix_ms, unix_now_ms};
 use berth_registry::webhooks::rfc3339_ms;
@@ -30,6 +32,119 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/api/v1/lifecycle/preview", post(preview))
         .route("/api/v1/lifecycle/apply", post(apply))
+        .route(
+            "/api/v1/quotas/{namespace}",
+            get(get_quota).put(set_quota).delete(remove_quota),
+        )
+        .route("/api/v1/usage", get(usage))
+}
+
+/// Maintainers of `namespace` (and registry admins) may read its quota and usage.
+async fn require_maintainer(
+    state: &AppState,
+    who: &Admin,
+    namespace: &str,
+) -> Result<(), ApiError> {
+    require_role(state, who, namespace, Role::Maintainer, || {
+        format!("{} may not see the usage of namespace {namespace}: maintainers of it or registry admins may", who.name)
+    })
+    .await
+}
+
+/// `PUT /api/v1/quotas/{namespace}` body: the limit as bytes or a size text (`"10GiB"`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaBody {
+    limit: Value,
+}
+
+fn usage_json(u: &berth_registry::quota::NamespaceUsage) -> Value {
+    json!({
+        "namespace": u.namespace,
+        "bytes": u.bytes,
+        "used": format_size(u.bytes),
+        "limit": u.limit,
+        "limit_text": u.limit.map(format_size),
+    })
+}
+
+/// `PUT /api/v1/quotas/{namespace}`: sets the limit (registry admins).
+async fn set_quota(
+    State(state): State<AppState>,
+    who: Admin,
+    Path(namespace): Path<String>,
+    JsonBody(body): JsonBody<QuotaBody>,
+) -> ApiResult {
+    require_registry_admin(&who)?;
+    let limit = match &body.limit {
+        Value::Number(n) => n
+            .as_u64()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| bad_request("limit must be a positive number of bytes"))?,
+        Value::String(text) => parse_size(text).map_err(bad_request)?,
+        _ => {
+            return Err(bad_request(
+                "limit must be a number of bytes or a size such as \"10GiB\"",
+            ));
+        }
+    };
+    state.registry.set_quota(&namespace, limit).await?;
+    let u = state.registry.namespace_usage(&namespace).await?;
+    Ok(json_response(StatusCode::OK, usage_json(&u).to_string()))
+}
+
+/// `GET /api/v1/quotas/{namespace}`: the limit and what is used.
+async fn get_quota(
+    State(state): State<AppState>,
+    who: Admin,
+    Path(namespace): Path<String>,
+) -> ApiResult {
+    require_maintainer(&state, &who, &namespace).await?;
+    let u = state.registry.namespace_usage(&namespace).await?;
+    Ok(json_response(StatusCode::OK, usage_json(&u).to_string()))
+}
+
+/// `DELETE /api/v1/quotas/{namespace}` (registry admins).
+async fn remove_quota(
+    State(state): State<AppState>,
+    who: Admin,
+    Path(namespace): Path<String>,
+) -> ApiResult {
+    require_registry_admin(&who)?;
+    state.registry.remove_quota(&namespace).await?;
+    Ok(json_response(StatusCode::NO_CONTENT, ""))
+}
+
+/// `GET /api/v1/usage[?namespace=N]`: every namespace (registry admins), or one namespace
+/// with its repositories (its maintainers too).
+async fn usage(State(state): State<AppState>, who: Admin, req: Request) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    let body = match Query::of(&parts).get("namespace") {
+        Some(ns) => {
+            require_maintainer(&state, &who, ns).await?;
+            let mut v = usage_json(&state.registry.namespace_usage(ns).await?);
+            v["repositories"] = state
+                .registry
+                .repository_usage(ns)
+                .await?
+                .iter()
+                .map(|r| json!({"repository": r.repository, "bytes": r.bytes, "used": format_size(r.bytes)}))
+                .collect();
+            v
+        }
+        None => {
+            require_registry_admin(&who)?;
+            let all: Vec<Value> = state
+                .registry
+                .all_usage()
+                .await?
+                .iter()
+                .map(usage_json)
+                .collect();
+            json!({ "namespaces": all })
+        }
+    };
+    Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
 /// Largest lifecycle policy accepted (ECR allows 30 KiB).

@@ -8,6 +8,7 @@ mod events;
 mod gc;
 mod lifecycle;
 mod migrations;
+mod quota;
 mod sqlite;
 mod writer;
 

@@ -42,6 +42,16 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "lifecycle",
         include_str!("../migrations/sqlite/0007_lifecycle.sql"),
     ),
+    (
+        8,
+        "quotas",
+        include_str!("../migrations/sqlite/0008_quotas.sql"),
+    ),
+    (
+        9,
+        "upload activity",
+        include_str!("../migrations/sqlite/0009_upload_activity.sql"),
+    ),
 ];
 
 /// A migrator for the SQLite schema.

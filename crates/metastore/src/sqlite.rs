@@ -166,6 +166,11 @@ async fn put_manifest_in(
     if let Some(refusal) = check_refs(conn, repo, m).await? {
         return Ok(Err(refusal));
     }
+    if let Some(quota) = &m.quota
+        && let Some(exceeded) = crate::quota::check_quota(conn, m, quota).await?
+    {
+        return Ok(Err(ManifestRefusal::QuotaExceeded(exceeded)));
+    }
     sqlx::query(
         "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, pushed_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repo_id, digest) DO NOTHING",
@@ -390,11 +395,14 @@ impl MetaStore for SqliteMetaStore {
         self.writer
             .write(Durability::Relaxed, keep, move |conn| {
                 Box::pin(async move {
-                    sqlx::query("UPDATE upload_sessions SET size = $1 WHERE id = $2")
-                        .bind(size as i64)
-                        .bind(id.as_str())
-                        .execute(&mut *conn)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE upload_sessions SET size = $1, touched_at = $3 WHERE id = $2",
+                    )
+                    .bind(size as i64)
+                    .bind(id.as_str())
+                    .bind(unix_now())
+                    .execute(&mut *conn)
+                    .await?;
                     Ok(())
                 })
             })
@@ -428,12 +436,14 @@ impl MetaStore for SqliteMetaStore {
             .collect())
     }
 
-    async fn uploads_started_before(&self, before: i64) -> StoreResult<Vec<UploadId>> {
-        let rows = sqlx::query("SELECT id FROM upload_sessions WHERE started_at < $1")
-            .bind(before)
-            .fetch_all(&self.read)
-            .await
-            .map_err(db_err)?;
+    async fn uploads_idle_since(&self, before: i64) -> StoreResult<Vec<UploadId>> {
+        let rows = sqlx::query(
+            "SELECT id FROM upload_sessions WHERE COALESCE(touched_at, started_at) < $1",
+        )
+        .bind(before)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
         Ok(rows
             .iter()
             .filter_map(|r| r.try_get::<String, _>(0).ok())
@@ -1019,6 +1029,7 @@ mod tests {
             pushed_at: 1,
             actor: Actor::default(),
             immutable_tags: immutable.iter().map(|&t| t.clone()).collect(),
+            quota: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod gc;
 pub mod immutability;
 pub mod lifecycle;
 pub mod ports;
+pub mod quota;
 pub mod retention;
 pub mod service;
 pub mod types;
@@ -23,7 +24,7 @@ pub mod webhooks;
 pub use error::RegistryError;
 pub use ports::{
     AccountStore, BlobStore, ByteStream, EventStore, GcStore, LifecycleStore, MetaStore,
-    StorageError,
+    QuotaStore, StorageError,
 };
 pub use service::Registry;
 pub use types::*;

@@ -16,6 +16,7 @@ use crate::accounts::{
 };
 use crate::events::{AuditQuery, ClientPulls, EventBatch, StoredEvent};
 use crate::immutability::ImmutabilityRule;
+use crate::quota::{NamespaceUsage, RepoUsage};
 use crate::types::*;
 use crate::webhooks::{DeliveryRecord, NewWebhook, Webhook};
 
@@ -93,7 +94,7 @@ pub trait BlobStore: Send + Sync {
 /// Invariant: every multi-row change is one transaction, so a crash leaves either the old
 /// state or the new one.
 #[async_trait]
-pub trait MetaStore: EventStore + GcStore + LifecycleStore + Send + Sync {
+pub trait MetaStore: EventStore + GcStore + LifecycleStore + QuotaStore + Send + Sync {
     /// Checks that the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
     /// Records a new upload session.
@@ -106,8 +107,9 @@ pub trait MetaStore: EventStore + GcStore + LifecycleStore + Send + Sync {
     async fn delete_upload(&self, id: &UploadId) -> StoreResult<()>;
     /// Ids of every recorded upload session.
     async fn upload_ids(&self) -> StoreResult<Vec<UploadId>>;
-    /// Sessions started before `before` (unix seconds), for expiry.
-    async fn uploads_started_before(&self, before: i64) -> StoreResult<Vec<UploadId>>;
+    /// Sessions that last received data (or started, if they never did) before `before`
+    /// (unix seconds), for expiry.
+    async fn uploads_idle_since(&self, before: i64) -> StoreResult<Vec<UploadId>>;
 
     /// In one transaction: records the blob, links it into `repo` (creating the repository),
     /// and ends the upload session `finished`, if given.
@@ -296,6 +298,23 @@ pub trait LifecycleStore: Send + Sync {
         reason: &str,
         actor: &Actor,
     ) -> StoreResult<Vec<Digest>>;
+}
+
+/// Namespace quotas and what they count.
+#[async_trait]
+pub trait QuotaStore: Send + Sync {
+    /// Sets (or replaces) a namespace's limit in bytes.
+    async fn set_quota(&self, namespace: &str, limit: u64) -> StoreResult<()>;
+    /// Removes a namespace's limit; false when it had none.
+    async fn remove_quota(&self, namespace: &str) -> StoreResult<bool>;
+    /// A namespace's limit.
+    async fn quota(&self, namespace: &str) -> StoreResult<Option<u64>>;
+    /// Unique blob bytes the namespace's manifests reference.
+    async fn namespace_bytes(&self, namespace: &str) -> StoreResult<u64>;
+    /// Unique blob bytes per repository of a namespace, by name.
+    async fn repository_bytes(&self, namespace: &str) -> StoreResult<Vec<RepoUsage>>;
+    /// Every namespace with repositories or a quota, by name.
+    async fn all_namespace_usage(&self) -> StoreResult<Vec<NamespaceUsage>>;
 }
 
 /// Accounts, namespaces and memberships (access control's tables).

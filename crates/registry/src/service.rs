@@ -347,11 +347,12 @@ impl Registry {
         Ok(())
     }
 
-    /// Removes sessions started before `before` (unix seconds), and upload files no session
-    /// owns that were last written before then (younger ones may be sessions being created).
+    /// Removes sessions idle since before `before` (unix seconds: no data received since),
+    /// and upload files no session owns that were last written before then (younger ones
+    /// may be sessions being created).
     pub async fn expire_uploads(&self, before: i64) -> Result<usize> {
         let mut removed = 0;
-        for id in self.meta.uploads_started_before(before).await? {
+        for id in self.meta.uploads_idle_since(before).await? {
             self.discard(&id).await;
             removed += 1;
         }
@@ -548,6 +549,15 @@ impl Registry {
         let manifest_refs = parsed.manifests.iter().map(|d| d.digest.clone()).collect();
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         let rules = self.meta.immutability_rules().await?;
+        let namespace = crate::quota::namespace_of(repo.as_str());
+        let quota = self
+            .meta
+            .quota(namespace)
+            .await?
+            .map(|limit| crate::quota::QuotaCheck {
+                namespace: namespace.to_owned(),
+                limit,
+            });
         let immutable_tags = tags
             .iter()
             .filter(|t| protecting(&rules, repo, t).is_some())
@@ -569,6 +579,7 @@ impl Registry {
             pushed_at: unix_now(),
             actor: actor.clone(),
             immutable_tags,
+            quota,
         };
         match self.meta.put_manifest(&new).await? {
             Ok(()) => {
@@ -587,6 +598,11 @@ impl Registry {
                     "tag {tag} of {repo} is immutable ({rule}): it points to {current}; push under a new tag"
                 );
                 self.deny(repo, Some(&tag), Some(&digest), &message, actor);
+                Err(RegistryError::Denied(message))
+            }
+            Err(ManifestRefusal::QuotaExceeded(exceeded)) => {
+                let message = exceeded.to_string();
+                self.deny(repo, tags.first(), Some(&digest), &message, actor);
                 Err(RegistryError::Denied(message))
             }
             Err(ManifestRefusal::SizeMismatch {

@@ -95,6 +95,8 @@ pub struct NewManifest {
     /// Tags an immutability rule protects: refused (inside the transaction) if they
     /// already point to another digest.
     pub immutable_tags: Vec<Tag>,
+    /// The namespace's quota, checked inside the transaction, when it has one.
+    pub quota: Option<crate::quota::QuotaCheck>,
 }
 
 /// Who made a change, for tag history and audit: recorded with the change itself.
@@ -144,6 +146,8 @@ pub enum ManifestRefusal {
         /// Where it points.
         current: Digest,
     },
+    /// The namespace's quota has no room for the push's new blobs.
+    QuotaExceeded(crate::quota::QuotaExceeded),
     /// A referenced blob exists but its size differs from the descriptor's.
     SizeMismatch {
         /// The blob.

@@ -433,3 +433,70 @@ async fn gc_with_zero_grace_never_loses_an_acknowledged_image() {
         .collect();
     assert_eq!(stored_blobs(&s.data), expected);
 }
+
+/// Starts an upload session in `repo`; its location.
+async fn start_upload(s: &Server, repo: &str) -> String {
+    let res = s
+        .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    location(&res)
+}
+
+/// Sends one chunk to an upload session; the status.
+async fn patch(s: &Server, location: &str, chunk: &[u8]) -> u16 {
+    s.req(Method::PATCH, location)
+        .header("content-type", "application/octet-stream")
+        .body(chunk.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn idle_uploads_expire_and_busy_ones_do_not() {
+    let s = Server::start_with(&[("BERTH_UPLOAD_IDLE_TIMEOUT", "2s")]);
+    let idle = start_upload(&s, "app").await;
+    assert_eq!(patch(&s, &idle, b"abandoned half").await, 202);
+    let idle_id = idle
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(s.data.join("uploads").join(&idle_id).exists());
+
+    // A slow but steady client: a chunk every 700 ms for 4 s keeps its session alive.
+    let busy = start_upload(&s, "app").await;
+    let mut sent = Vec::new();
+    for i in 0..6u8 {
+        let chunk = vec![i; 1000];
+        assert_eq!(patch(&s, &busy, &chunk).await, 202, "chunk {i}");
+        sent.extend(chunk);
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+
+    let res = s.req(Method::GET, &idle).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(error_code(res).await, "BLOB_UPLOAD_UNKNOWN");
+    assert!(
+        !s.data.join("uploads").join(&idle_id).exists(),
+        "its data is removed"
+    );
+
+    let digest = sha256(&sent);
+    let sep = if busy.contains('?') { '&' } else { '?' };
+    let res = s
+        .req(Method::PUT, &format!("{busy}{sep}digest={digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(blob_status(&s, "app", &digest).await, 200);
+}

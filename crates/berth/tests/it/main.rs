@@ -15,6 +15,7 @@ mod fsck;
 mod gc;
 mod immutable;
 mod lifecycle;
+mod quota;
 mod ratelimit;
 mod smoke;
 mod streaming;
