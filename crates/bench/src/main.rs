@@ -91,21 +91,14 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut rows: Vec<(String, Vec<Figure>)> = Vec::new();
-    let chosen = scenarios::ALL
+    let chosen: Vec<&scenarios::Scenario> = scenarios::ALL
         .iter()
-        .filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o)));
-    for scenario in chosen {
-        let mut figures = Vec::new();
-        for t in &mut targets {
-            let f = (scenario.run)(t, &sizes)
-                .await
-                .with_context(|| format!("{} on {}", scenario.name, t.name))?;
-            println!("{:<10} {:<34} {}", t.name, scenario.name, f.describe());
-            figures.push(f);
-            // Let the page cache and the server settle between runs.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        rows.push((scenario.name.to_owned(), figures));
+        .filter(|s| args.only.as_deref().is_none_or(|o| s.name.contains(o)))
+        .collect();
+    // Scenarios that stop their target run last, after the peak-RSS reading.
+    let (stopping, running): (Vec<_>, Vec<_>) = chosen.into_iter().partition(|s| s.stops_target);
+    for scenario in &running {
+        rows.push(run_scenario(scenario, &mut targets, &sizes).await?);
     }
     let mut rss = Vec::new();
     for t in &targets {
@@ -122,11 +115,33 @@ async fn main() -> anyhow::Result<()> {
     if rss.len() == targets.len() {
         rows.push(("peak RSS (VmHWM)".to_owned(), rss));
     }
+    for scenario in &stopping {
+        rows.push(run_scenario(scenario, &mut targets, &sizes).await?);
+    }
     print_table(&targets, &rows);
     for t in targets {
         t.stop().await;
     }
     Ok(())
+}
+
+/// Runs one scenario on every target in turn; its row of the table.
+async fn run_scenario(
+    scenario: &scenarios::Scenario,
+    targets: &mut [Target],
+    sizes: &Sizes,
+) -> anyhow::Result<(String, Vec<Figure>)> {
+    let mut figures = Vec::new();
+    for t in targets.iter_mut() {
+        let f = (scenario.run)(t, sizes)
+            .await
+            .with_context(|| format!("{} on {}", scenario.name, t.name))?;
+        println!("{:<10} {:<34} {}", t.name, scenario.name, f.describe());
+        figures.push(f);
+        // Let the page cache and the server settle between runs.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok((scenario.name.to_owned(), figures))
 }
 
 fn print_table(targets: &[Target], rows: &[(String, Vec<Figure>)]) {

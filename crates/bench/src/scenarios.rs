@@ -30,6 +30,7 @@ pub struct Sizes {
     rate_conns: usize,
     tags_big: usize,
     tags_small: usize,
+    gc_blobs: usize,
     repeat: usize,
 }
 
@@ -46,6 +47,7 @@ impl Sizes {
             rate_conns: 64,
             tags_big: 10_000,
             tags_small: 100,
+            gc_blobs: 100_000,
             repeat: repeat.max(1),
         }
     }
@@ -62,6 +64,7 @@ impl Sizes {
             rate_conns: 4,
             tags_big: 300,
             tags_small: 100,
+            gc_blobs: 2_000,
             repeat: 1,
         }
     }
@@ -135,6 +138,9 @@ pub struct Scenario {
     pub name: &'static str,
     /// Runs it on one target.
     pub run: Run,
+    /// Whether it leaves the target stopped (run after everything else and after the
+    /// peak-RSS reading).
+    pub stops_target: bool,
 }
 
 /// Every scenario, in the order they run.
@@ -142,38 +148,52 @@ pub const ALL: &[Scenario] = &[
     Scenario {
         name: "blob push, monolithic",
         run: |t, s| Box::pin(push_throughput(t, s, false)),
+        stops_target: false,
     },
     Scenario {
         name: "blob push, chunked PATCHes",
         run: |t, s| Box::pin(push_throughput(t, s, true)),
+        stops_target: false,
     },
     Scenario {
         name: "blob pull, concurrent",
         run: |t, s| Box::pin(pull_throughput(t, s, false)),
+        stops_target: false,
     },
     Scenario {
         name: "blob pull, concurrent, client hashing",
         run: |t, s| Box::pin(pull_throughput(t, s, true)),
+        stops_target: false,
     },
     Scenario {
         name: "push storm",
         run: |t, s| Box::pin(push_storm(t, s)),
+        stops_target: false,
     },
     Scenario {
         name: "manifest GET by tag",
         run: |t, s| Box::pin(manifest_get(t, s)),
+        stops_target: false,
     },
     Scenario {
         name: "blob HEAD",
         run: |t, s| Box::pin(blob_head(t, s)),
+        stops_target: false,
     },
     Scenario {
         name: "tag page n=100, big repository",
         run: |t, s| Box::pin(tag_pages(t, s, true)),
+        stops_target: false,
     },
     Scenario {
         name: "tag page n=100, small repository",
         run: |t, s| Box::pin(tag_pages(t, s, false)),
+        stops_target: false,
+    },
+    Scenario {
+        name: "garbage collection",
+        run: |t, s| Box::pin(gc_time(t, s)),
+        stops_target: true,
     },
 ];
 
@@ -609,5 +629,85 @@ async fn tag_pages(t: &mut Target, s: &Sizes, big: bool) -> anyhow::Result<Figur
         unit: "ms/page",
         higher_is_better: false,
         detail,
+    })
+}
+
+/// Layers per image in the garbage-collection scenario.
+const GC_LAYERS: usize = 10;
+
+/// Garbage collection of `gc_blobs` blobs of 1 KiB: half are layers of images (10 per
+/// image), half are referenced by nothing. berth collects online (`POST /api/v1/gc`, zero
+/// grace); Distribution's collector runs offline (`registry garbage-collect`), so its
+/// server is stopped first. The figure is the collector's wall time.
+async fn gc_time(t: &mut Target, s: &Sizes) -> anyhow::Result<Figure> {
+    let images = s.gc_blobs / 2 / GC_LAYERS;
+    let orphans = s.gc_blobs - images * GC_LAYERS;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..32 {
+        let (w, next) = (t.worker(), next.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i < images {
+                    let layers: Vec<Blob> = (0..GC_LAYERS)
+                        .map(|l| Blob::new(random_bytes((i * GC_LAYERS + l) as u64 + 1, 1024)))
+                        .collect();
+                    push_image(&w, "bench/gc", &format!("i{i}"), i as u64, &layers).await?;
+                } else if i < images + orphans {
+                    let blob = Blob::new(random_bytes((1 << 40) + i as u64, 1024));
+                    push_blob(&w, "bench/gc", &blob).await?;
+                } else {
+                    return anyhow::Ok(());
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    // berth spares what was stored in the current second, whatever the grace.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = Instant::now();
+    let removed = match t.distribution_gc_command() {
+        Some(mut command) => {
+            t.stop_server().await;
+            let out = command
+                .output()
+                .await
+                .context("running registry garbage-collect")?;
+            ensure!(
+                out.status.success(),
+                "garbage-collect failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            orphans
+        }
+        None => {
+            let res = t
+                .http
+                .post(t.url("/api/v1/gc"))
+                .json(&json!({"grace": "0s"}))
+                .send()
+                .await?;
+            ensure!(res.status() == 200, "POST /api/v1/gc: {}", res.status());
+            let report: serde_json::Value = res.json().await?;
+            let removed = report["blobs"].as_u64().unwrap_or(0) as usize;
+            ensure!(
+                removed == orphans,
+                "berth removed {removed} blobs, expected {orphans}"
+            );
+            removed
+        }
+    };
+    let elapsed = started.elapsed();
+    Ok(Figure {
+        value: elapsed.as_secs_f64(),
+        unit: "s",
+        higher_is_better: false,
+        detail: format!(
+            "{} blobs + {images} configs and manifests, {removed} unreferenced removed",
+            images * GC_LAYERS + orphans
+        ),
     })
 }

@@ -20,6 +20,8 @@ pub struct Target {
     /// Admin credentials (`user`, `password`) when the registry requires authentication.
     pub credentials: Option<(String, String)>,
     child: Option<Child>,
+    /// Distribution's binary and config file, for its offline garbage collector.
+    distribution: Option<(std::path::PathBuf, std::path::PathBuf)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -61,6 +63,7 @@ impl Target {
             http: client(),
             credentials: None,
             child: None,
+            distribution: None,
             _dir: None,
         }
     }
@@ -74,6 +77,7 @@ impl Target {
             http: client_with(self.credentials.as_ref()),
             credentials: self.credentials.clone(),
             child: None,
+            distribution: None,
             _dir: None,
         }
     }
@@ -107,6 +111,7 @@ impl Target {
             http: client(),
             credentials: None,
             child: Some(child),
+            distribution: Some((bin.to_owned(), config)),
             _dir: Some(dir),
         };
         t.wait_ready().await?;
@@ -164,6 +169,7 @@ impl Target {
             http: client_with(credentials.as_ref()),
             credentials,
             child: Some(child),
+            distribution: None,
             _dir: Some(dir),
         };
         t.wait_ready().await?;
@@ -219,6 +225,21 @@ impl Target {
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// For Distribution: `registry garbage-collect CONFIG`, its offline collector.
+    pub fn distribution_gc_command(&self) -> Option<Command> {
+        let (bin, config) = self.distribution.as_ref()?;
+        let mut command = Command::new(bin);
+        command.arg("garbage-collect").arg(config);
+        Some(command)
+    }
+
+    /// Stops the server process, keeping its data (for offline work on it).
+    pub async fn stop_server(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
     }
 
     /// Stops the server (SIGKILL by PID through kill_on_drop) and removes its temp dir.

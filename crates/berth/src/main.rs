@@ -96,6 +96,8 @@ enum Command {
     Quota(storage_cmd::QuotaCommand),
     /// Bytes used per namespace, or per repository of one namespace.
     Usage(storage_cmd::UsageArgs),
+    /// Deletes a manifest by digest; --cascade also deletes its referrers.
+    Delete(storage_cmd::DeleteArgs),
 }
 
 fn main() -> ExitCode {
@@ -140,6 +142,7 @@ fn main() -> ExitCode {
             Command::Lifecycle(cmd) => storage_cmd::lifecycle(&cli.remote, cmd).await,
             Command::Quota(cmd) => storage_cmd::quota(&cli.remote, cmd).await,
             Command::Usage(args) => storage_cmd::usage(&cli.remote, args).await,
+            Command::Delete(args) => storage_cmd::delete(&cli.remote, args).await,
         }
     });
     match result {

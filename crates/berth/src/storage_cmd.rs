@@ -118,6 +118,42 @@ fn print_usage_line(u: &Value) {
     }
 }
 
+/// `berth delete <repo>@<digest> [--cascade]`: deletes a manifest by digest.
+#[derive(clap::Args, Debug)]
+pub struct DeleteArgs {
+    /// `repository@sha256:…`.
+    image: String,
+    /// Also delete its referrers (signatures, SBOMs, attestations) and the index children
+    /// only it kept.
+    #[arg(long)]
+    cascade: bool,
+}
+
+/// Runs `berth delete` against the server.
+pub async fn delete(remote: &Remote, args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    let Some((repo, digest)) = args.image.split_once('@') else {
+        anyhow::bail!("{:?}: give the image as repository@sha256:…", args.image);
+    };
+    let c = AdminClient::connect(remote.server.as_deref()).await?;
+    let mut query = vec![("repository", repo), ("digest", digest)];
+    if args.cascade {
+        query.push(("cascade", "true"));
+    }
+    let a = c
+        .call(
+            Method::DELETE,
+            &with_query("/api/v1/manifests", &query),
+            None,
+        )
+        .await?;
+    print(remote, &a, |a| {
+        for d in a["removed"].as_array().into_iter().flatten() {
+            println!("deleted {repo}@{}", d.as_str().unwrap_or_default());
+        }
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `berth gc` against the server.
 pub async fn gc(remote: &Remote, args: GcArgs) -> anyhow::Result<ExitCode> {
     let c = AdminClient::connect(remote.server.as_deref()).await?;

@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use berth_oci::{Digest, RepoName};
-use berth_registry::access::Role;
+use berth_registry::RegistryError;
+use berth_registry::access::{Action, Role};
 use berth_registry::gc::GcOptions;
 use berth_registry::quota::{format_size, parse_size};
 use berth_registry::retention::PlannedExpiry;
@@ -37,6 +38,40 @@ pub(crate) fn routes() -> Router<AppState> {
             get(get_quota).put(set_quota).delete(remove_quota),
         )
         .route("/api/v1/usage", get(usage))
+        .route("/api/v1/manifests", axum::routing::delete(delete_manifest))
+}
+
+/// `DELETE /api/v1/manifests?repository=R&digest=D[&cascade=true]`: deletes a manifest by
+/// digest; with `cascade`, also its referrers and the index children only it kept. Needs
+/// delete on the repository.
+async fn delete_manifest(State(state): State<AppState>, req: Request) -> ApiResult {
+    let (parts, _) = req.into_parts();
+    let q = Query::of(&parts);
+    let repo = RepoName::parse(q.get("repository").unwrap_or("")).map_err(RegistryError::from)?;
+    let digest: Digest = q
+        .get("digest")
+        .unwrap_or("")
+        .parse()
+        .map_err(|e| bad_request(format!("digest: {e}")))?;
+    let caller = state.auth.caller(&parts).await?;
+    let need = crate::auth::Required::Repo(repo.clone(), Action::Delete);
+    state.auth.authorize_account(&caller, &need, &parts).await?;
+    let actor = state.auth.actor(&caller, &parts);
+    let removed = if q.get("cascade") == Some("true") {
+        state
+            .registry
+            .delete_cascade(&repo, &digest, &actor)
+            .await?
+    } else {
+        state
+            .registry
+            .delete_manifest(&repo, &berth_oci::Reference::Digest(digest.clone()), &actor)
+            .await?;
+        vec![digest]
+    };
+    let removed: Vec<&str> = removed.iter().map(Digest::as_str).collect();
+    let body = json!({ "repository": repo.as_str(), "removed": removed });
+    Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
 /// Maintainers of `namespace` (and registry admins) may read its quota and usage.

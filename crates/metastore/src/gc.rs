@@ -71,45 +71,56 @@ impl GcStore for SqliteMetaStore {
             .collect()
     }
 
-    async fn claim_unreferenced_blob(
+    async fn claim_unreferenced_blobs(
         &self,
-        digest: &Digest,
+        digests: &[Digest],
         cutoff: i64,
-    ) -> StoreResult<Option<Vec<RepoName>>> {
-        let digest = digest.clone();
-        let names: Option<Vec<String>> = self
+    ) -> StoreResult<Vec<(Digest, Vec<RepoName>)>> {
+        let digests = digests.to_vec();
+        let claimed: Vec<(String, Vec<String>)> = self
             .writer
             .write(Durability::Durable, keep, move |conn| {
                 Box::pin(async move {
-                    if !still_unreferenced(conn, digest.as_str(), cutoff).await? {
-                        return Ok(None);
+                    let mut claimed = Vec::new();
+                    for digest in &digests {
+                        if !still_unreferenced(conn, digest.as_str(), cutoff).await? {
+                            continue;
+                        }
+                        let repos: Vec<String> = sqlx::query(
+                            "SELECT r.name FROM repo_blobs l JOIN repositories r ON r.id = l.repo_id
+                             WHERE l.digest = $1",
+                        )
+                        .bind(digest.as_str())
+                        .fetch_all(&mut *conn)
+                        .await?
+                        .iter()
+                        .map(|r| r.try_get(0))
+                        .collect::<Result<_, _>>()?;
+                        for sql in [
+                            "DELETE FROM repo_blobs WHERE digest = $1",
+                            "DELETE FROM blobs WHERE digest = $1",
+                        ] {
+                            sqlx::query(sql)
+                                .bind(digest.as_str())
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        claimed.push((digest.as_str().to_owned(), repos));
                     }
-                    let repos: Vec<String> = sqlx::query(
-                        "SELECT r.name FROM repo_blobs l JOIN repositories r ON r.id = l.repo_id
-                         WHERE l.digest = $1",
-                    )
-                    .bind(digest.as_str())
-                    .fetch_all(&mut *conn)
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get(0))
-                    .collect::<Result<_, _>>()?;
-                    for sql in [
-                        "DELETE FROM repo_blobs WHERE digest = $1",
-                        "DELETE FROM blobs WHERE digest = $1",
-                    ] {
-                        sqlx::query(sql)
-                            .bind(digest.as_str())
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(Some(repos))
+                    Ok(claimed)
                 })
             })
             .await?;
-        names
-            .map(|names| names.iter().map(|n| parse_repo(n)).collect())
-            .transpose()
+        claimed
+            .into_iter()
+            .map(|(digest, names)| {
+                let repos = names
+                    .iter()
+                    .map(|n| parse_repo(n))
+                    .collect::<StoreResult<_>>()?;
+                Ok((parse_digest(&digest)?, repos))
+            })
+            .collect()
     }
 
     async fn untagged_manifests(&self, cutoff: i64) -> StoreResult<Vec<(RepoName, Digest)>> {

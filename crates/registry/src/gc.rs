@@ -61,6 +61,8 @@ pub struct GcReport {
 
 /// Blobs looked at per store query.
 const PAGE: u32 = 1000;
+/// Blobs claimed per transaction (their digests' lock stripes are held meanwhile).
+const CLAIM_BATCH: usize = 128;
 /// Rounds of untagged-manifest removal (an index, then its children, then referrers).
 const MAX_MANIFEST_ROUNDS: usize = 16;
 
@@ -79,10 +81,26 @@ impl Default for DigestLocks {
 }
 
 impl DigestLocks {
+    fn stripe(digest: &Digest) -> usize {
+        usize::from(u8::from_str_radix(digest.hex().get(..2).unwrap_or("00"), 16).unwrap_or(0))
+    }
+
     /// Holds the stripe of `digest` until the guard is dropped.
     pub(crate) async fn lock(&self, digest: &Digest) -> MutexGuard<'_, ()> {
-        let stripe = u8::from_str_radix(digest.hex().get(..2).unwrap_or("00"), 16).unwrap_or(0);
-        self.stripes[usize::from(stripe)].lock().await
+        self.stripes[Self::stripe(digest)].lock().await
+    }
+
+    /// Holds the stripes of all `digests` (each once, in stripe order so two callers never
+    /// deadlock) until the guards are dropped.
+    pub(crate) async fn lock_all(&self, digests: &[Digest]) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = digests.iter().map(Self::stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.stripes[s].lock().await);
+        }
+        guards
     }
 }
 
@@ -108,10 +126,17 @@ impl Registry {
                 .await?;
             let Some((last, _)) = page.last() else { break };
             after = Some(last.clone());
-            for (digest, size) in page {
-                if opts.dry_run || self.remove_blob(&digest, cutoff).await? {
+            if opts.dry_run {
+                report.blobs += page.len() as u64;
+                report.bytes += page.iter().map(|(_, size)| size).sum::<u64>();
+                continue;
+            }
+            for batch in page.chunks(CLAIM_BATCH) {
+                let sizes: std::collections::HashMap<&Digest, u64> =
+                    batch.iter().map(|(d, s)| (d, *s)).collect();
+                for digest in self.remove_blobs(batch, cutoff).await? {
                     report.blobs += 1;
-                    report.bytes += size;
+                    report.bytes += sizes.get(&digest).copied().unwrap_or(0);
                 }
             }
         }
@@ -156,23 +181,27 @@ impl Registry {
         Ok(())
     }
 
-    /// Claims a blob's rows and deletes its file, under the digest's lock; false when it
-    /// stopped being a candidate.
-    async fn remove_blob(&self, digest: &Digest, cutoff: i64) -> Result<bool> {
-        let _digest = self.digest_locks.lock(digest).await;
-        let Some(repos) = self.meta.claim_unreferenced_blob(digest, cutoff).await? else {
-            return Ok(false);
-        };
-        for repo in &repos {
-            self.cache.link_removed(repo, digest);
-        }
-        match self.blobs.delete_blob(digest).await {
-            Ok(()) | Err(crate::StorageError::NotFound(_)) => Ok(true),
-            // The rows are gone: the file is an orphan `berth fsck --repair` removes.
-            Err(e) => {
-                tracing::warn!(%digest, error = %e, "garbage collection could not delete a blob file");
-                Ok(true)
+    /// Claims a batch of blobs' rows in one transaction and deletes their files, holding
+    /// their digests' lock stripes throughout; returns the digests removed (those still
+    /// candidates).
+    async fn remove_blobs(&self, batch: &[(Digest, u64)], cutoff: i64) -> Result<Vec<Digest>> {
+        let digests: Vec<Digest> = batch.iter().map(|(d, _)| d.clone()).collect();
+        let _stripes = self.digest_locks.lock_all(&digests).await;
+        let claimed = self.meta.claim_unreferenced_blobs(&digests, cutoff).await?;
+        let mut removed = Vec::with_capacity(claimed.len());
+        for (digest, repos) in claimed {
+            for repo in &repos {
+                self.cache.link_removed(repo, &digest);
             }
+            match self.blobs.delete_blob(&digest).await {
+                Ok(()) | Err(crate::StorageError::NotFound(_)) => {}
+                // The rows are gone: the file is an orphan `berth fsck --repair` removes.
+                Err(e) => {
+                    tracing::warn!(%digest, error = %e, "garbage collection could not delete a blob file");
+                }
+            }
+            removed.push(digest);
         }
+        Ok(removed)
     }
 }

@@ -249,13 +249,14 @@ pub trait GcStore: Send + Sync {
         after: Option<&Digest>,
         limit: u32,
     ) -> StoreResult<Vec<(Digest, u64)>>;
-    /// Removes a blob's row and links if it is still a candidate; the repositories it was
-    /// linked into (for cache invalidation), or `None` when it is no longer a candidate.
-    async fn claim_unreferenced_blob(
+    /// Removes the rows and links of those of `digests` that are still candidates, in one
+    /// transaction; each removed blob with the repositories it was linked into (for cache
+    /// invalidation).
+    async fn claim_unreferenced_blobs(
         &self,
-        digest: &Digest,
+        digests: &[Digest],
         cutoff: i64,
-    ) -> StoreResult<Option<Vec<RepoName>>>;
+    ) -> StoreResult<Vec<(Digest, Vec<RepoName>)>>;
     /// Manifests pushed before `cutoff` with no tag, not listed by an index of their
     /// repository and not a referrer of a manifest still present there.
     async fn untagged_manifests(&self, cutoff: i64) -> StoreResult<Vec<(RepoName, Digest)>>;

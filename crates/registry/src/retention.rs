@@ -175,6 +175,52 @@ impl Registry {
         Ok(done)
     }
 
+    /// Deletes a manifest together with what only it kept: its untagged referrers
+    /// (signatures, SBOMs, attestations) and the untagged children no other index lists
+    /// (`--cascade`). Returns every digest deleted, the manifest's first. Refused like a
+    /// plain delete when an immutability rule protects one of its tags.
+    pub async fn delete_cascade(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        actor: &Actor,
+    ) -> Result<Vec<Digest>> {
+        let rules = self.meta.immutability_rules().await?;
+        let tags = self.meta.tags_of(repo, digest).await?;
+        for tag in &tags {
+            if let Some(rule) = protecting(&rules, repo, tag) {
+                let message =
+                    format!("tag {tag} of {repo} is immutable ({rule}) and cannot be deleted");
+                self.deny(repo, Some(tag), Some(digest), &message, actor);
+                return Err(RegistryError::Denied(message));
+            }
+        }
+        let names: Vec<String> = tags.iter().map(|t| t.as_str().to_owned()).collect();
+        let removed = self
+            .meta
+            .expire_image(
+                repo,
+                digest,
+                &names,
+                "deleted with its referrers (--cascade)",
+                actor,
+            )
+            .await?;
+        if removed.is_empty() {
+            return Err(match self.meta.get_manifest(repo, digest).await? {
+                None => RegistryError::ManifestUnknown(format!("{digest} is not in {repo}")),
+                Some(_) => RegistryError::Unsupported(format!(
+                    "{digest} is listed by an index in {repo} (delete the index first), or its tags changed meanwhile (try again)"
+                )),
+            });
+        }
+        self.cache.tags_changed(repo, &tags);
+        for d in &removed {
+            self.cache.manifest_deleted(repo, d);
+        }
+        Ok(removed)
+    }
+
     /// Applies every stored policy once (the scheduled evaluation); returns the images
     /// expired.
     pub async fn apply_lifecycle_policies(&self, actor: &Actor) -> Result<usize> {

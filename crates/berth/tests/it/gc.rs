@@ -500,3 +500,96 @@ async fn idle_uploads_expire_and_busy_ones_do_not() {
     assert_eq!(res.status(), 201);
     assert_eq!(blob_status(&s, "app", &digest).await, 200);
 }
+
+#[tokio::test]
+async fn delete_with_cascade_takes_the_referrers_along() {
+    let s = crate::auth::secured();
+    let c = s.push_blob("signed/app", b"{}").await;
+    let l = s.push_blob("signed/app", b"signature").await;
+    // signature_of: an untagged referrer of `subject`.
+    let signature_of = |subject: &str, n: usize| {
+        oci_manifest(
+            &c,
+            2,
+            &[(&l, 9)],
+            Some(json!({"subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": n}})),
+        )
+    };
+    let mut images = Vec::new();
+    for name in ["plain", "cascade"] {
+        let (digest, bytes) = s.push_image("signed/app", name, name.as_bytes()).await;
+        let sig = signature_of(&digest, bytes.len());
+        let sig_digest = sha256(&sig);
+        assert_eq!(
+            s.put_manifest("signed/app", &sig_digest, OCI_MANIFEST, &sig)
+                .await
+                .status(),
+            201
+        );
+        images.push((digest, sig_digest));
+    }
+    let status = |d: String| {
+        let s = &s;
+        async move {
+            s.req(Method::GET, &format!("/v2/signed/app/manifests/{d}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+
+    // A plain delete leaves the signature behind.
+    let (plain, plain_sig) = images[0].clone();
+    let (code, v) = s
+        .send_json(
+            Method::DELETE,
+            &format!("/api/v1/manifests?repository=signed/app&digest={plain}"),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!((code, v["removed"].clone()), (200, json!([plain])));
+    assert_eq!(status(plain_sig).await, 200);
+
+    // --cascade, from the CLI: the image and its signature.
+    let (with, with_sig) = images[1].clone();
+    let (ok, out, err) =
+        crate::auth::admin_cli(&s, &["delete", &format!("signed/app@{with}"), "--cascade"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!("deleted signed/app@{with}"),
+            format!("deleted signed/app@{with_sig}")
+        ]
+    );
+    assert_eq!(status(with.clone()).await, 404);
+    assert_eq!(status(with_sig).await, 404);
+    let res = s
+        .req(Method::GET, "/v2/signed/app/manifests/cascade")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "its tag went with it");
+
+    // An immutable tag refuses a cascade like any delete.
+    let (kept, _) = s.push_image("signed/app", "v1", b"kept").await;
+    let (code, _) = s
+        .send_json(
+            Method::POST,
+            "/api/v1/immutability-rules",
+            &json!({"repositories": "signed/*", "tags": ["v1"]}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (code, v) = s
+        .send_json(
+            Method::DELETE,
+            &format!("/api/v1/manifests?repository=signed/app&digest={kept}&cascade=true"),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(code, 403, "{v}");
+    assert_eq!(status(kept).await, 200);
+}
