@@ -14,6 +14,7 @@ use axum::routing::{delete, get, post, put};
 use berth_oci::ErrorCode;
 use berth_registry::access::{Actions, RepoPattern, RobotGrant, Role, Visibility};
 use berth_registry::immutability::{ImmutabilityRule, TagPattern};
+use berth_registry::service::rfc3339_ms;
 use berth_registry::service::unix_now;
 use serde::Deserialize;
 use serde_json::json;
@@ -548,7 +549,7 @@ async fn tag_history(State(state): State<AppState>, req: Request) -> ApiResult {
         let body = json!({
             "repository": repo.as_str(),
             "tag": tag.as_str(),
-            "at": humantime::format_rfc3339_millis(when).to_string(),
+            "at": rfc3339_ms(at_ms),
             "digest": digest.map(|d| d.to_string()),
         });
         return Ok(json_response(StatusCode::OK, body.to_string()));
@@ -559,10 +560,8 @@ async fn tag_history(State(state): State<AppState>, req: Request) -> ApiResult {
         .await?
         .into_iter()
         .map(|e| {
-            let when = std::time::UNIX_EPOCH
-                + std::time::Duration::from_millis(u64::try_from(e.at_ms).unwrap_or(0));
             json!({
-                "at": humantime::format_rfc3339_millis(when).to_string(),
+                "at": rfc3339_ms(e.at_ms),
                 "previous": e.previous.map(|d| d.to_string()),
                 "new": e.new.map(|d| d.to_string()),
                 "account": e.actor.account,

@@ -12,8 +12,8 @@ use berth_oci::{ErrorCode, RepoName, Tag};
 use berth_registry::RegistryError;
 use berth_registry::access::{Action, Role};
 use berth_registry::events::{AuditQuery, ClientPulls, EventKind};
-use berth_registry::service::unix_ms;
-use berth_registry::webhooks::{NewWebhook, Webhook, WebhookFormat, berth_payload, rfc3339_ms};
+use berth_registry::service::{rfc3339_ms, unix_ms};
+use berth_registry::webhooks::{NewWebhook, Webhook, WebhookFormat, berth_payload};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -13,8 +13,7 @@ use berth_registry::access::{Action, Role};
 use berth_registry::gc::GcOptions;
 use berth_registry::quota::{format_size, parse_size};
 use berth_registry::retention::PlannedExpiry;
-use berth_registry::service::{unix_ms, unix_now_ms};
-use berth_registry::webhooks::rfc3339_ms;
+use berth_registry::service::{rfc3339_ms, unix_ms, unix_now_ms};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -195,7 +194,7 @@ async fn policy_scope(state: &AppState, who: &Admin, parts: &Parts) -> Result<Re
             "scope={raw:?} must be a repository or namespace name: {e}"
         ))
     })?;
-    let ns = scope.as_str().split('/').next().unwrap_or("");
+    let ns = berth_registry::access::namespace_of(&scope);
     require_role(state, who, ns, Role::Maintainer, || {
         format!(
             "{} may not manage lifecycle policies of {scope}: maintainers of namespace {ns} or registry admins may",

@@ -117,11 +117,6 @@ pub struct NamespaceUsage {
     pub limit: Option<u64>,
 }
 
-/// The first path segment of a repository name.
-pub(crate) fn namespace_of(repo: &str) -> &str {
-    repo.split('/').next().unwrap_or(repo)
-}
-
 impl Registry {
     /// Sets a namespace's quota (in bytes).
     pub async fn set_quota(&self, namespace: &str, limit: u64) -> Result<()> {

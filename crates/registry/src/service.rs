@@ -106,6 +106,12 @@ pub fn unix_now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }
 
+/// Unix milliseconds as RFC 3339 UTC with milliseconds, as the API and payloads show times.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 impl Registry {
     /// Builds a registry over the given stores.
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>) -> Self {
@@ -549,7 +555,7 @@ impl Registry {
         let manifest_refs = parsed.manifests.iter().map(|d| d.digest.clone()).collect();
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         let rules = self.meta.immutability_rules().await?;
-        let namespace = crate::quota::namespace_of(repo.as_str());
+        let namespace = crate::access::namespace_of(repo);
         let quota = self
             .meta
             .quota(namespace)

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::events::{EventKind, StoredEvent};
 use crate::ports::{EventStore, StoreResult};
+use crate::service::rfc3339_ms;
 
 /// The media type of Distribution's notification envelope.
 pub const DISTRIBUTION_EVENTS: &str = "application/vnd.docker.distribution.events.v2+json";
@@ -353,12 +354,6 @@ fn distribution_event(e: &StoredEvent, source: &str) -> Value {
         "actor": actor,
         "source": { "addr": source.trim_start_matches("http://").trim_start_matches("https://") },
     })
-}
-
-/// Unix milliseconds as RFC 3339 UTC with milliseconds.
-pub fn rfc3339_ms(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[cfg(test)]
