@@ -305,7 +305,7 @@ async fn since_image_pulled_counts_from_the_last_pull() {
 #[tokio::test]
 async fn the_cli_puts_previews_and_applies() {
     let s = secured();
-    s.push_image("ci/app", "tmp", b"scratch build").await;
+    let (older, _) = s.push_image("ci/app", "tmp", b"scratch build").await;
     let res = s
         .req(Method::DELETE, "/v2/ci/app/manifests/tmp")
         .send()
@@ -328,10 +328,42 @@ async fn the_cli_puts_previews_and_applies() {
         json!([]),
         "one untagged image is within the count"
     );
+
+    // A second untagged build a second later: the older one is beyond the count.
+    next_second().await;
+    let (newer, _) = s.push_image("ci/app", "tmp", b"next scratch build").await;
+    let res = s
+        .req(Method::DELETE, "/v2/ci/app/manifests/tmp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let (ok, out, _) = admin_cli(&s, &["lifecycle", "preview", "ci"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with(&format!("would expire ci/app@{older} (untagged): rule 1")),
+        "{out}"
+    );
+    assert!(out.contains("1 image would expire in ci"), "{out}");
+    let (ok, out, _) = admin_cli(&s, &["lifecycle", "apply", "ci"]);
+    assert!(
+        ok && out.starts_with(&format!("expired ci/app@{older} (untagged)")),
+        "{out}"
+    );
+    assert_eq!(manifest_status(&s, "ci/app", &older).await, 404);
+    assert_eq!(manifest_status(&s, "ci/app", &newer).await, 200);
+
     std::fs::write(&file, r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":0},"action":{"type":"expire"}}]}"#).unwrap();
     let (ok, _, err) = admin_cli(&s, &["lifecycle", "put", "ci", file.to_str().unwrap()]);
     assert!(
         !ok && err.contains("rules[0] (rulePriority 1)") && err.contains("countNumber"),
         "{err}"
     );
+    let (ok, out, _) = admin_cli(&s, &["lifecycle", "remove", "ci"]);
+    assert!(
+        ok && out.contains("removed the lifecycle policy of ci"),
+        "{out}"
+    );
+    let (ok, _, err) = admin_cli(&s, &["lifecycle", "get", "ci"]);
+    assert!(!ok && err.contains("ci has no lifecycle policy"), "{err}");
 }
