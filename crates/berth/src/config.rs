@@ -62,10 +62,11 @@ pub struct FileConfig {
 #[derive(Deserialize, Serialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct GcFileConfig {
-    /// Minutes between two scheduled runs; 0 turns scheduled collection off. Default 60.
-    pub interval_minutes: Option<u64>,
-    /// Minutes a blob or manifest is left alone after it was stored or linked. Default 60.
-    pub grace_minutes: Option<u64>,
+    /// Time between two scheduled runs (`60m`); `0s` turns them off. Default 60m.
+    pub interval: Option<String>,
+    /// How long a blob or manifest is left alone after it was stored, linked or pushed.
+    /// Default 60m.
+    pub grace: Option<String>,
     /// Whether scheduled runs also remove untagged manifests nothing depends on. Default false.
     pub delete_untagged: Option<bool>,
 }
@@ -73,22 +74,25 @@ pub struct GcFileConfig {
 /// Effective `[gc]` settings.
 #[derive(Serialize, Debug, Clone)]
 pub struct GcConfig {
-    /// Minutes between scheduled runs (0: none).
-    pub interval_minutes: u64,
-    /// Grace period in minutes.
-    pub grace_minutes: u64,
+    /// Seconds between scheduled runs (0: none).
+    pub interval_secs: u64,
+    /// Grace period in seconds.
+    pub grace_secs: u64,
     /// Whether scheduled runs remove untagged manifests.
     pub delete_untagged: bool,
 }
 
 impl GcFileConfig {
-    /// The effective settings (every value has a default).
-    pub fn settings(self) -> GcConfig {
-        GcConfig {
-            interval_minutes: self.interval_minutes.unwrap_or(60),
-            grace_minutes: self.grace_minutes.unwrap_or(60),
+    /// The effective settings (`BERTH_GC_INTERVAL` and `BERTH_GC_GRACE` override the
+    /// file); every value has a default.
+    pub fn settings(self) -> anyhow::Result<GcConfig> {
+        let interval = env_var("BERTH_GC_INTERVAL").or(self.interval);
+        let grace = env_var("BERTH_GC_GRACE").or(self.grace);
+        Ok(GcConfig {
+            interval_secs: duration_setting("[gc] interval", interval.as_deref(), 3600, true)?,
+            grace_secs: duration_setting("[gc] grace", grace.as_deref(), 3600, true)?,
             delete_untagged: self.delete_untagged.unwrap_or(false),
-        }
+        })
     }
 }
 
@@ -227,16 +231,25 @@ const UPLOAD_IDLE_ENV: &str = "BERTH_UPLOAD_IDLE_TIMEOUT";
 
 /// Parses `upload_idle_timeout` (default 24 h); at least one second.
 fn upload_idle_timeout(value: Option<&str>) -> anyhow::Result<u64> {
+    duration_setting("upload_idle_timeout", value, 24 * 3600, false)
+}
+
+/// Seconds of a duration setting (`30m`, `24h`), `default` when unset; the error names
+/// `key`. Zero is refused unless `zero_ok`.
+fn duration_setting(
+    key: &str,
+    value: Option<&str>,
+    default: u64,
+    zero_ok: bool,
+) -> anyhow::Result<u64> {
     let Some(text) = value else {
-        return Ok(24 * 3600);
+        return Ok(default);
     };
     let d = humantime::parse_duration(text).map_err(|e| {
-        anyhow::anyhow!("upload_idle_timeout = {text:?} is not a duration ({e}), e.g. 30m or 24h")
+        anyhow::anyhow!("{key} = {text:?} is not a duration ({e}), e.g. 30m or 24h")
     })?;
-    if d.as_secs() == 0 {
-        anyhow::bail!(
-            "upload_idle_timeout = {text:?} would cancel uploads as they start; use at least 1s"
-        );
+    if d.as_secs() == 0 && !zero_ok {
+        anyhow::bail!("{key} = {text:?} is too short: use at least 1s");
     }
     Ok(d.as_secs())
 }
@@ -390,7 +403,7 @@ impl StoreArgs {
             },
             rate_limit: file.rate_limit.unwrap_or_default().settings()?,
             events: file.events.unwrap_or_default().settings()?,
-            gc: file.gc.unwrap_or_default().settings(),
+            gc: file.gc.unwrap_or_default().settings()?,
             webhooks: file.webhooks.unwrap_or_default().settings(
                 env_var(FIRST_BACKOFF_ENV).as_deref(),
                 env_var(MAX_BACKOFF_ENV).as_deref(),

@@ -53,7 +53,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(expire_uploads(registry.clone(), expiry));
     tokio::spawn(crate::memory::release_free_memory());
     tokio::spawn(prune_events(registry.clone(), config.events.keep_days));
-    if config.gc.interval_minutes > 0 {
+    if config.gc.interval_secs > 0 {
         tokio::spawn(collect_garbage(registry.clone(), config.gc.clone()));
     }
     let (stop_flushing, flush_stopped) = tokio::sync::oneshot::channel();
@@ -321,12 +321,12 @@ async fn prune_events(registry: Arc<Registry>, keep_days: u64) {
     }
 }
 
-/// Every `[gc] interval_minutes` (the first time one interval after start): applies the
+/// Every `[gc] interval` (the first time one interval after start): applies the
 /// lifecycle policies, then collects garbage.
 async fn collect_garbage(registry: Arc<Registry>, gc: crate::config::GcConfig) {
-    let interval = Duration::from_secs(gc.interval_minutes.saturating_mul(60));
+    let interval = Duration::from_secs(gc.interval_secs);
     let opts = berth_registry::gc::GcOptions {
-        grace: Duration::from_secs(gc.grace_minutes.saturating_mul(60)),
+        grace: Duration::from_secs(gc.grace_secs),
         dry_run: false,
         delete_untagged: gc.delete_untagged,
     };

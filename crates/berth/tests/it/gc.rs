@@ -595,3 +595,83 @@ async fn delete_with_cascade_takes_the_referrers_along() {
     assert_eq!(code, 403, "{v}");
     assert_eq!(status(kept).await, 200);
 }
+
+#[tokio::test]
+async fn the_schedule_applies_lifecycle_policies_then_collects_garbage() {
+    let s = Server::start_with(&[("BERTH_GC_INTERVAL", "1s"), ("BERTH_GC_GRACE", "0s")]);
+    let (older, older_manifest) = s.push_image("sched", "tmp", b"first build").await;
+    past_this_second().await;
+    let (newer, newer_manifest) = s.push_image("sched", "tmp", b"second build").await;
+    let res = s
+        .req(Method::DELETE, "/v2/sched/manifests/tmp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let orphan = s.push_blob("sched", &random_bytes(99, 4000)).await;
+    let policy = r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"untagged","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#;
+    let res = s
+        .req(Method::PUT, "/api/v1/lifecycle?scope=sched")
+        .body(policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    // Without any request from us: the older untagged build expires, then its own layer
+    // and the orphan are collected.
+    let older_layer = referenced(&older_manifest)[1].clone();
+    let mut gone = false;
+    for _ in 0..80 {
+        let manifest = s
+            .req(Method::GET, &format!("/v2/sched/manifests/{older}"))
+            .send()
+            .await
+            .unwrap();
+        if manifest.status() == 404
+            && blob_status(&s, "sched", &older_layer).await == 404
+            && blob_status(&s, "sched", &orphan).await == 404
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        gone,
+        "the scheduled run did not expire and collect within 8 s"
+    );
+    let res = s
+        .req(Method::GET, &format!("/v2/sched/manifests/{newer}"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        200,
+        "the newest untagged build is within the count"
+    );
+    for d in referenced(&newer_manifest) {
+        assert_eq!(blob_status(&s, "sched", &d).await, 200);
+    }
+    let (_, audit) = s
+        .send_json(
+            Method::GET,
+            "/api/v1/audit?repository=sched&kind=delete",
+            &Value::Null,
+        )
+        .await;
+    let deletes: Vec<(&str, &str)> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["digest"].as_str().unwrap(),
+                e["actor"]["account"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(deletes, [(older.as_str(), "berth-gc")]);
+}
