@@ -259,16 +259,11 @@ async fn denials_and_failed_logins_are_audited() {
     assert_eq!(res.status(), 403);
 
     add_user(&s, "ann", "ann-pass-123").await;
+    let ann = basic("ann", "ann-pass-123");
     let res = with_auth(&s, Method::GET, "/v2/", &basic("ann", "wrong-password")).await;
     assert_eq!(res.status(), 401);
-    // ann has no role in team: pushing there is denied, and audited too.
-    let res = with_auth(
-        &s,
-        Method::DELETE,
-        "/v2/team/app/manifests/v1",
-        &basic("ann", "ann-pass-123"),
-    )
-    .await;
+    // ann has no role in team: deleting there is denied, and audited too.
+    let res = with_auth(&s, Method::DELETE, "/v2/team/app/manifests/v1", &ann).await;
     assert_eq!(res.status(), 403);
 
     let v = poll(&s, "/api/v1/audit?kind=policy.denied,login.failed", |v| {
@@ -305,30 +300,12 @@ async fn denials_and_failed_logins_are_audited() {
     );
 
     // The audit log is for registry admins, and for maintainers of the namespace asked about.
-    let res = with_auth(
-        &s,
-        Method::GET,
-        "/api/v1/audit",
-        &basic("ann", "ann-pass-123"),
-    )
-    .await;
+    let res = with_auth(&s, Method::GET, "/api/v1/audit", &ann).await;
     assert_eq!(res.status(), 403);
-    let res = with_auth(
-        &s,
-        Method::GET,
-        "/api/v1/audit?namespace=team",
-        &basic("ann", "ann-pass-123"),
-    )
-    .await;
+    let res = with_auth(&s, Method::GET, "/api/v1/audit?namespace=team", &ann).await;
     assert_eq!(res.status(), 403);
     crate::auth::add_member(&s, "team", "ann", "maintainer").await;
-    let res = with_auth(
-        &s,
-        Method::GET,
-        "/api/v1/audit?namespace=team",
-        &basic("ann", "ann-pass-123"),
-    )
-    .await;
+    let res = with_auth(&s, Method::GET, "/api/v1/audit?namespace=team", &ann).await;
     assert_eq!(res.status(), 200);
     let v: Value = res.json().await.unwrap();
     assert!(
