@@ -1,8 +1,9 @@
 //! [`QuotaStore`] for [`SqliteMetaStore`], and the quota check of a manifest push.
 
 use async_trait::async_trait;
+use berth_registry::access::namespace_of;
 use berth_registry::ports::StoreResult;
-use berth_registry::quota::{NamespaceUsage, QuotaCheck, QuotaExceeded, RepoUsage};
+use berth_registry::quota::{NamespaceUsage, QuotaExceeded, RepoUsage};
 use berth_registry::{NewManifest, QuotaStore};
 use sqlx::{Row, SqliteConnection};
 
@@ -33,13 +34,25 @@ async fn bytes_in(conn: &mut SqliteConnection, namespace: &str) -> Result<u64, s
     Ok(u64::try_from(total).unwrap_or(0))
 }
 
-/// Inside a push's transaction: whether the manifest's blobs that the namespace does not
-/// reference yet fit in its quota.
+/// Inside a push's transaction: whether the manifest's blobs that its namespace does not
+/// reference yet fit in the namespace's quota (no quota: they do). The limit is read in
+/// the same transaction, so a quota set meanwhile applies.
 pub(crate) async fn check_quota(
     conn: &mut SqliteConnection,
     m: &NewManifest,
-    quota: &QuotaCheck,
 ) -> Result<Option<QuotaExceeded>, sqlx::Error> {
+    if m.blob_refs.is_empty() {
+        return Ok(None);
+    }
+    let namespace = namespace_of(&m.repo);
+    let Some(row) = sqlx::query("SELECT limit_bytes FROM quotas WHERE namespace = $1")
+        .bind(namespace)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let limit = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0);
     let mut needs = 0u64;
     let mut seen = std::collections::HashSet::new();
     let known = format!(
@@ -52,7 +65,7 @@ pub(crate) async fn check_quota(
             continue;
         }
         let referenced = sqlx::query(sqlx::AssertSqlSafe(known.clone()))
-            .bind(&quota.namespace)
+            .bind(namespace)
             .bind(digest.as_str())
             .fetch_optional(&mut *conn)
             .await?
@@ -64,14 +77,14 @@ pub(crate) async fn check_quota(
     if needs == 0 {
         return Ok(None);
     }
-    let used = bytes_in(conn, &quota.namespace).await?;
-    if used.saturating_add(needs) <= quota.limit {
+    let used = bytes_in(conn, namespace).await?;
+    if used.saturating_add(needs) <= limit {
         return Ok(None);
     }
     Ok(Some(QuotaExceeded {
-        namespace: quota.namespace.clone(),
+        namespace: namespace.to_owned(),
         used,
-        limit: quota.limit,
+        limit,
         needs,
     }))
 }

@@ -166,9 +166,7 @@ async fn put_manifest_in(
     if let Some(refusal) = check_refs(conn, repo, m).await? {
         return Ok(Err(refusal));
     }
-    if let Some(quota) = &m.quota
-        && let Some(exceeded) = crate::quota::check_quota(conn, m, quota).await?
-    {
+    if let Some(exceeded) = crate::quota::check_quota(conn, m).await? {
         return Ok(Err(ManifestRefusal::QuotaExceeded(exceeded)));
     }
     sqlx::query(
@@ -1029,7 +1027,6 @@ mod tests {
             pushed_at: 1,
             actor: Actor::default(),
             immutable_tags: immutable.iter().map(|&t| t.clone()).collect(),
-            quota: None,
         }
     }
 

@@ -1,21 +1,13 @@
 //! Storage quotas per namespace: a byte limit over the unique blobs the namespace's
 //! manifests reference (a layer shared by several images or repositories of the namespace
-//! counts once). Checked inside the manifest push's transaction, so two pushes racing for
-//! the last bytes cannot both pass, and a refused push leaves nothing behind.
+//! counts once). The metadata store reads the limit and checks it inside the manifest
+//! push's transaction ([`crate::ManifestRefusal::QuotaExceeded`]), so two pushes racing
+//! for the last bytes cannot both pass, and a refused push leaves nothing behind.
 
 use std::fmt;
 
 use crate::error::{RegistryError, Result};
 use crate::service::Registry;
-
-/// A namespace's limit, handed to the metadata store with a push.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QuotaCheck {
-    /// The namespace (first path segment of the repository).
-    pub namespace: String,
-    /// Its limit in bytes.
-    pub limit: u64,
-}
 
 /// Why a push does not fit, as the metadata store measured it in the push's transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -555,15 +555,6 @@ impl Registry {
         let manifest_refs = parsed.manifests.iter().map(|d| d.digest.clone()).collect();
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         let rules = self.meta.immutability_rules().await?;
-        let namespace = crate::access::namespace_of(repo);
-        let quota = self
-            .meta
-            .quota(namespace)
-            .await?
-            .map(|limit| crate::quota::QuotaCheck {
-                namespace: namespace.to_owned(),
-                limit,
-            });
         let immutable_tags = tags
             .iter()
             .filter(|t| protecting(&rules, repo, t).is_some())
@@ -585,7 +576,6 @@ impl Registry {
             pushed_at: unix_now(),
             actor: actor.clone(),
             immutable_tags,
-            quota,
         };
         match self.meta.put_manifest(&new).await? {
             Ok(()) => {

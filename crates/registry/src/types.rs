@@ -95,8 +95,6 @@ pub struct NewManifest {
     /// Tags an immutability rule protects: refused (inside the transaction) if they
     /// already point to another digest.
     pub immutable_tags: Vec<Tag>,
-    /// The namespace's quota, checked inside the transaction, when it has one.
-    pub quota: Option<crate::quota::QuotaCheck>,
 }
 
 /// Who made a change, for tag history and audit: recorded with the change itself.
