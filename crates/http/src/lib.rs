@@ -235,7 +235,7 @@ async fn route(
             // A pull: every GET, and a HEAD by tag (how containerd resolves a tag).
             let pull =
                 (!head || matches!(r, Reference::Tag(_))).then(|| state.auth.actor(caller, req));
-            manifests::get(reg, &name, &r, req, head, pull.as_ref()).await
+            manifests::get(reg, &name, &r, req, head, pull).await
         }
         (Endpoint::Manifest(name, r), Method::PUT) => {
             let actor = state.auth.actor(caller, req);

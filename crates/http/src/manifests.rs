@@ -24,7 +24,7 @@ pub(crate) async fn get(
     reference: &Reference,
     req: &Parts,
     head: bool,
-    pulled_by: Option<&Actor>,
+    pulled_by: Option<Actor>,
 ) -> ApiResult {
     let m = reg.get_manifest(name, reference).await?;
     if let Some(actor) = pulled_by {

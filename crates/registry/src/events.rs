@@ -274,7 +274,7 @@ impl EventBuffer {
     }
 
     /// Counts a pull of `digest` (through `tag`, when pulled by tag).
-    pub fn pull(&self, repo: &RepoName, tag: Option<&Tag>, m: PulledManifest<'_>, actor: &Actor) {
+    pub fn pull(&self, repo: &RepoName, tag: Option<&Tag>, m: PulledManifest<'_>, actor: Actor) {
         self.pull_at(repo, tag, m, actor, crate::service::unix_now_ms());
     }
 
@@ -284,14 +284,14 @@ impl EventBuffer {
         repo: &RepoName,
         tag: Option<&Tag>,
         m: PulledManifest<'_>,
-        actor: &Actor,
+        actor: Actor,
         now: i64,
     ) {
         let key = PullKey {
             repository: repo.as_str().to_owned(),
             tag: tag.map(|t| t.as_str().to_owned()),
             digest: m.digest.as_str().to_owned(),
-            actor: actor.clone(),
+            actor,
             minute_ms: now - now.rem_euclid(60_000),
         };
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -410,14 +410,14 @@ mod tests {
         };
         let minute = 1_800_000_000_000; // a whole minute
         for i in 0..5 {
-            buffer.pull_at(&repo, Some(&tag), m(&old), &actor("127.0.0.2"), minute + i);
+            buffer.pull_at(&repo, Some(&tag), m(&old), actor("127.0.0.2"), minute + i);
         }
         for i in 0..3 {
             buffer.pull_at(
                 &repo,
                 Some(&tag),
                 m(&new),
-                &actor("127.0.0.3"),
+                actor("127.0.0.3"),
                 minute + 10 + i,
             );
         }
@@ -426,7 +426,7 @@ mod tests {
             &repo,
             Some(&tag),
             m(&old),
-            &actor("127.0.0.2"),
+            actor("127.0.0.2"),
             minute + 60_000,
         );
         let batch = buffer.drain();

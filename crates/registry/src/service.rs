@@ -761,7 +761,7 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
         m: &StoredManifest,
-        actor: &Actor,
+        actor: Actor,
     ) {
         let tag = match reference {
             Reference::Tag(t) => Some(t),
