@@ -316,3 +316,26 @@ async fn denials_and_failed_logins_are_audited() {
             .all(|e| e["namespace"] == "team")
     );
 }
+
+#[tokio::test]
+async fn pulls_counted_just_before_a_graceful_stop_are_not_lost() {
+    let s = Server::start();
+    s.push_image("app", "v1", b"layer").await;
+    // A burst of pulls, then SIGTERM at once: the last second of counts is only in memory
+    // and is written by the stop.
+    for _ in 0..20 {
+        let res = s
+            .req(Method::GET, "/v2/app/manifests/v1")
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let (data, tmp) = s.terminate();
+    let s = Server::start_on(&data, "127.0.0.1:0");
+    let v = get_json(&s, "/api/v1/tag-pulls?repository=app&tag=v1&since=1h").await;
+    assert_eq!(v["digests"][0]["pulls"], 20, "{v}");
+    drop(s);
+    drop(tmp);
+}

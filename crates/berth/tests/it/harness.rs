@@ -110,6 +110,19 @@ impl Server {
         (self.data.clone(), self._tmp.take())
     }
 
+    /// Stops the server with SIGTERM (a graceful stop) and waits for it, keeping the data
+    /// directory.
+    pub fn terminate(mut self) -> (PathBuf, Option<tempfile::TempDir>) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM");
+        let status = self.child.wait().expect("wait for berth");
+        assert!(status.success(), "berth exited with {status} after SIGTERM");
+        (self.data.clone(), self._tmp.take())
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
