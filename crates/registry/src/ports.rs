@@ -205,8 +205,6 @@ pub trait EventStore: Send + Sync {
         namespace: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<StoredEvent>>;
-    /// The id of the newest event (0 when there is none).
-    async fn last_event_id(&self) -> StoreResult<i64>;
     /// Deletes events older than `before_ms` that no subscription still has to deliver,
     /// and pull records and delivery records older than `before_ms`; returns the events
     /// deleted.
